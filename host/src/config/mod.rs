@@ -1,0 +1,468 @@
+//! Loads the TOML config: parse into the file structs, then validate into `Settings`.
+//! Every error names the file, the line and the key.
+
+mod bytesize;
+mod file;
+mod settings;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use bytesize::parse_bytes;
+pub use settings::*;
+
+use file::{ConfigFile, PoisonFile};
+
+/// A config problem, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, if known.
+    pub line: Option<usize>,
+    /// Dotted key, e.g. `plugin.limits.memory`, if known.
+    pub key: Option<String>,
+    /// What is wrong and, where possible, what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config error in {}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, " at key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read, parse and validate a config file.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    parse(path, &source)
+}
+
+/// Parse and validate config text; `path` names it in errors and anchors relative paths.
+pub fn parse(path: &Path, source: &str) -> Result<Settings, ConfigError> {
+    let file: ConfigFile = toml::from_str(source).map_err(|e| {
+        let offset = e.span().map(|s| s.start);
+        ConfigError {
+            file: path.to_path_buf(),
+            line: offset.map(|o| line_of(source, o)),
+            key: offset.and_then(|o| key_at(source, o)),
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    let base = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."));
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    Validator {
+        path,
+        source,
+        base: &base,
+    }
+    .settings(file)
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    source: &'a str,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn error(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        key: &str,
+        message: String,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.path.to_path_buf(),
+            line: span.map(|s| line_of(self.source, s.start)),
+            key: Some(key.to_string()),
+            message,
+        }
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn settings(&self, file: ConfigFile) -> Result<Settings, ConfigError> {
+        let mut engine = EngineSettings::default();
+        if let Some(n) = &file.engine.max_instances {
+            if *n.get_ref() == 0 {
+                return Err(self.error(
+                    Some(n.span()),
+                    "engine.max_instances",
+                    "must be at least 1".into(),
+                ));
+            }
+            engine.max_instances = *n.get_ref();
+        }
+        engine.pooling = file.engine.pooling.unwrap_or(true);
+        engine.fuel_metering = file.engine.fuel_metering.unwrap_or(false);
+        if let Some(dir) = &file.engine.cache_dir {
+            engine.cache_dir = (!dir.get_ref().is_empty()).then(|| self.resolve(dir.get_ref()));
+        }
+        let plugin = match file.plugin {
+            Some(p) => Some(self.plugin(p)?),
+            None => None,
+        };
+        if let Some(p) = &plugin {
+            engine.memory_bytes = p.limits.memory_bytes;
+        }
+        Ok(Settings { engine, plugin })
+    }
+
+    fn plugin(&self, p: file::PluginFile) -> Result<PluginSettings, ConfigError> {
+        if p.path.get_ref().trim().is_empty() {
+            return Err(self.error(
+                Some(p.path.span()),
+                "plugin.path",
+                "must name a .wasm component".into(),
+            ));
+        }
+        let mut settings = PluginSettings::for_path(self.resolve(p.path.get_ref()));
+        settings.watch = p.watch.unwrap_or(true);
+        if let Some(d) = p.reload_debounce {
+            settings.reload_debounce = d;
+        }
+        for (key, value) in p.settings {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Datetime(d) => d.to_string(),
+                toml::Value::Array(_) | toml::Value::Table(_) => {
+                    let line = find_line(self.source, &key);
+                    return Err(ConfigError {
+                        file: self.path.to_path_buf(),
+                        line,
+                        key: Some(format!("plugin.settings.{key}")),
+                        message: "must be a string, number or boolean (the guest receives text)"
+                            .into(),
+                    });
+                }
+            };
+            settings.guest_settings.push((key, text));
+        }
+
+        for name in &p.sandbox.env_inherit {
+            match std::env::var(name) {
+                Ok(value) => settings.sandbox.env.push((name.clone(), value)),
+                Err(_) => tracing::warn!(
+                    config = %self.path.display(),
+                    "plugin.sandbox.env_inherit names {name}, which is not set in shoal's environment; the guest will not see it"
+                ),
+            }
+        }
+        settings.sandbox.env.extend(p.sandbox.env);
+        for dir in &p.sandbox.dirs {
+            let span = dir.span();
+            let dir = dir.get_ref();
+            let host = self.resolve(&dir.host);
+            if dir.create {
+                std::fs::create_dir_all(&host).map_err(|e| {
+                    self.error(
+                        Some(span.clone()),
+                        "plugin.sandbox.dirs.host",
+                        format!("cannot create {}: {e}", host.display()),
+                    )
+                })?;
+            }
+            if !host.is_dir() {
+                return Err(self.error(
+                    Some(span),
+                    "plugin.sandbox.dirs.host",
+                    format!(
+                        "{} is not a directory (set `create = true` to create it)",
+                        host.display()
+                    ),
+                ));
+            }
+            let guest = dir.guest.clone().unwrap_or_else(|| {
+                format!(
+                    "/{}",
+                    host.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                )
+            });
+            settings.sandbox.dirs.push(DirGrant {
+                host,
+                guest,
+                mode: dir.mode,
+            });
+        }
+
+        if let Some(memory) = &p.limits.memory {
+            let bytes = match memory.get_ref() {
+                toml::Value::String(s) => parse_bytes(s),
+                toml::Value::Integer(i) => {
+                    u64::try_from(*i).map_err(|_| "must not be negative".to_string())
+                }
+                _ => Err("must be a size such as \"256MiB\" or a number of bytes".to_string()),
+            }
+            .map_err(|m| self.error(Some(memory.span()), "plugin.limits.memory", m))?;
+            if bytes < 1 << 20 {
+                return Err(self.error(
+                    Some(memory.span()),
+                    "plugin.limits.memory",
+                    format!("{bytes} bytes is below the 1MiB minimum a component needs"),
+                ));
+            }
+            settings.limits.memory_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
+        if let Some(deadline) = p.limits.deadline {
+            if deadline.is_zero() {
+                return Err(self.error(
+                    find_line_span(self.source, "deadline"),
+                    "plugin.limits.deadline",
+                    "must be longer than 0s".into(),
+                ));
+            }
+            settings.limits.deadline = deadline;
+        }
+
+        let f = p.failure;
+        if let Some(n) = &f.max_attempts {
+            if *n.get_ref() == 0 {
+                return Err(self.error(
+                    Some(n.span()),
+                    "plugin.failure.max_attempts",
+                    "must be at least 1".into(),
+                ));
+            }
+            settings.failure.max_attempts = *n.get_ref();
+        }
+        if let Some(d) = f.backoff_initial {
+            settings.failure.backoff_initial = d;
+        }
+        if let Some(d) = f.backoff_max {
+            settings.failure.backoff_max = d;
+        }
+        if settings.failure.backoff_max < settings.failure.backoff_initial {
+            return Err(self.error(
+                find_line_span(self.source, "backoff_max"),
+                "plugin.failure.backoff_max",
+                "must not be shorter than backoff_initial".into(),
+            ));
+        }
+        settings.failure.poison = match (
+            f.poison.as_ref().map(|p| (*p.get_ref(), p.span())),
+            &f.dead_letter_dir,
+        ) {
+            (None | Some((PoisonFile::Block, _)), _) => PoisonPolicy::Block,
+            (Some((PoisonFile::DeadLetter, _)), Some(dir)) => {
+                let path = self.resolve(dir.get_ref());
+                std::fs::create_dir_all(&path).map_err(|e| {
+                    self.error(
+                        Some(dir.span()),
+                        "plugin.failure.dead_letter_dir",
+                        format!("cannot create {}: {e}", path.display()),
+                    )
+                })?;
+                PoisonPolicy::DeadLetter { dir: path }
+            }
+            (Some((PoisonFile::DeadLetter, span)), None) => {
+                return Err(self.error(
+                    Some(span),
+                    "plugin.failure.poison",
+                    "`dead-letter` needs `dead_letter_dir` (where failed batches are written)"
+                        .into(),
+                ));
+            }
+        };
+        Ok(settings)
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())].matches('\n').count() + 1
+}
+
+/// The dotted key at a byte offset: the nearest `[table]` header above plus the key on
+/// that line (best effort; used to name the key in serde's errors).
+fn key_at(source: &str, offset: usize) -> Option<String> {
+    let before = &source[..offset.min(source.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = source[line_start..]
+        .find('\n')
+        .map_or(source.len(), |i| line_start + i);
+    let line = &source[line_start..line_end];
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, Some(k)) => Some(k),
+        (Some(t), None) => Some(t),
+        (None, None) => None,
+    }
+}
+
+/// Line of the first `key =` assignment (for keys whose value serde does not span).
+fn find_line(source: &str, key: &str) -> Option<usize> {
+    find_line_span(source, key).map(|s| line_of(source, s.start))
+}
+
+fn find_line_span(source: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    let mut offset = 0;
+    for line in source.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(offset..offset + line.len());
+        }
+        offset += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Settings, ConfigError> {
+        parse(Path::new("/etc/shoal/test.toml"), text)
+    }
+
+    #[test]
+    fn an_empty_config_gives_every_default() {
+        let s = parse_str("").expect("valid");
+        assert!(s.plugin.is_none());
+        assert_eq!(s.engine.max_instances, defaults::MAX_INSTANCES);
+        assert!(s.engine.pooling);
+    }
+
+    #[test]
+    fn plugin_paths_resolve_against_the_config_directory() {
+        let s = parse_str(
+            "[plugin]\npath = \"p/x.wasm\"\n[plugin.settings]\nfield = \"kind\"\nevery = 5\n",
+        )
+        .expect("valid");
+        let p = s.plugin.expect("plugin");
+        assert_eq!(p.path, Path::new("/etc/shoal/p/x.wasm"));
+        assert_eq!(
+            p.guest_settings,
+            vec![
+                ("every".into(), "5".into()),
+                ("field".into(), "kind".into())
+            ]
+        );
+        assert_eq!(p.failure.poison, PoisonPolicy::Block);
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_key() {
+        let err = parse_str("[plugin]\npath = \"x.wasm\"\n\n[plugin.limits]\nmemroy = \"1GiB\"\n")
+            .unwrap_err();
+        assert_eq!(err.line, Some(5));
+        assert_eq!(err.key.as_deref(), Some("plugin.limits.memroy"));
+        assert!(err.message.contains("unknown field `memroy`"), "{err}");
+        assert!(
+            err.to_string().starts_with(
+                "config error in /etc/shoal/test.toml line 5 at key `plugin.limits.memroy`"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_say_why() {
+        let err =
+            parse_str("[plugin]\npath = \"x.wasm\"\n[plugin.limits]\nmemory = \"12 parsecs\"\n")
+                .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("plugin.limits.memory"))
+        );
+        assert!(err.message.contains("unknown size unit"), "{err}");
+
+        let err = parse_str("[plugin]\npath = \"x.wasm\"\n[plugin.limits]\ndeadline = \"soon\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("plugin.limits.deadline"))
+        );
+
+        let err =
+            parse_str("[plugin]\npath = \"x.wasm\"\n[plugin.failure]\npoison = \"dead-letter\"\n")
+                .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("plugin.failure.poison"))
+        );
+        assert!(err.message.contains("dead_letter_dir"), "{err}");
+
+        let err = parse_str("[plugin]\npath = \"x.wasm\"\n[plugin.failure]\npoison = \"drop\"\n")
+            .unwrap_err();
+        assert!(err.message.contains("unknown variant `drop`"), "{err}");
+
+        let err = parse_str("[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\ndirs = [{ host = \"/definitely/not/here\" }]\n").unwrap_err();
+        assert_eq!(err.line, Some(4));
+        assert!(err.message.contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn sandbox_grants_resolve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("c.toml");
+        let text = "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nenv = { MODE = \"test\" }\ndirs = [{ host = \"out\", guest = \"/data\", mode = \"read-write\", create = true }]\n[plugin.failure]\npoison = \"dead-letter\"\ndead_letter_dir = \"dl\"\n";
+        let s = parse(&cfg, text).expect("valid").plugin.expect("plugin");
+        assert_eq!(
+            s.sandbox.env,
+            vec![("MODE".to_string(), "test".to_string())]
+        );
+        assert_eq!(
+            s.sandbox.dirs,
+            vec![DirGrant {
+                host: dir.path().join("out"),
+                guest: "/data".into(),
+                mode: DirMode::ReadWrite
+            }]
+        );
+        assert_eq!(
+            s.failure.poison,
+            PoisonPolicy::DeadLetter {
+                dir: dir.path().join("dl")
+            }
+        );
+        assert!(dir.path().join("dl").is_dir());
+    }
+}

@@ -1,0 +1,187 @@
+//! Validated runtime settings: what the rest of shoal reads, with every default applied,
+//! every path absolute and every value checked. Built only by `config::load`/`defaults`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use super::file::DirMode;
+
+/// Everything a shoal process is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The per-process WebAssembly engine.
+    pub engine: EngineSettings,
+    /// The processor plugin, if the config names one.
+    pub plugin: Option<PluginSettings>,
+}
+
+/// Per-process engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Instance slots reserved by the pooling allocator.
+    pub max_instances: u32,
+    /// Whether to use the pooling allocator.
+    pub pooling: bool,
+    /// Compiled-artifact cache directory (`None` disables caching).
+    pub cache_dir: Option<PathBuf>,
+    /// Meter guest instructions (reported, not enforced).
+    pub fuel_metering: bool,
+    /// The per-memory cap, needed up front to size pool slots.
+    pub memory_bytes: usize,
+}
+
+/// The processor plugin and how it runs.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// Absolute path of the component file.
+    pub path: PathBuf,
+    /// Hot-swap on file change.
+    pub watch: bool,
+    /// Quiet period before a reload.
+    pub reload_debounce: Duration,
+    /// Passed to `initialize`, in key order.
+    pub guest_settings: Vec<(String, String)>,
+    /// Granted capabilities.
+    pub sandbox: SandboxSettings,
+    /// Resource limits.
+    pub limits: LimitSettings,
+    /// Retries and the poison policy.
+    pub failure: FailurePolicy,
+}
+
+/// Capabilities granted to every instance. The defaults grant nothing: no files, no
+/// environment variables, no sockets, no name lookup, no stdin; stdout and stderr go to
+/// the host log; clocks and random numbers are the WASI defaults.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxSettings {
+    /// Environment variables visible to the guest (already resolved).
+    pub env: Vec<(String, String)>,
+    /// Preopened directories.
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A host directory the guest may open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// Absolute host path (exists, is a directory).
+    pub host: PathBuf,
+    /// Path the guest sees.
+    pub guest: String,
+    /// Access mode.
+    pub mode: DirMode,
+}
+
+/// Per-instance limits.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSettings {
+    /// Cap on each linear memory, bytes.
+    pub memory_bytes: usize,
+    /// Longest one guest call may run.
+    pub deadline: Duration,
+}
+
+/// What happens when a batch fails.
+#[derive(Debug, Clone)]
+pub struct FailurePolicy {
+    /// Consecutive failed attempts at one batch before `poison` applies (≥ 1).
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub backoff_initial: Duration,
+    /// Cap on the retry delay.
+    pub backoff_max: Duration,
+    /// The poison policy.
+    pub poison: PoisonPolicy,
+}
+
+/// The poison policy for a batch that failed `max_attempts` times in a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoisonPolicy {
+    /// Keep retrying at the capped back-off: the shard stalls visibly until the plugin
+    /// is fixed (hot swap) or the failure clears. Nothing moves past the batch.
+    Block,
+    /// Append the batch, with the reason, to `<dir>/<shard-id>.jsonl` and move on.
+    DeadLetter {
+        /// Absolute directory (created at start-up).
+        dir: PathBuf,
+    },
+}
+
+/// Defaults, in one place so the docs and the code agree.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Pool slots: 1,000 shards plus hot-swap headroom.
+    pub const MAX_INSTANCES: u32 = 1024;
+    /// 256 MiB per linear memory: enough for interpreter guests (Python, JS).
+    pub const MEMORY_BYTES: usize = 256 << 20;
+    /// A batch of 10,000 records through a slow guest still fits.
+    pub const DEADLINE: Duration = Duration::from_secs(10);
+    /// Attempts before the poison policy.
+    pub const MAX_ATTEMPTS: u32 = 5;
+    /// First retry delay.
+    pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+    /// Retry delay cap.
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+    /// Debounce for plugin file events.
+    pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            max_instances: defaults::MAX_INSTANCES,
+            pooling: true,
+            cache_dir: default_cache_dir(),
+            fuel_metering: false,
+            memory_bytes: defaults::MEMORY_BYTES,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            memory_bytes: defaults::MEMORY_BYTES,
+            deadline: defaults::DEADLINE,
+        }
+    }
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: defaults::MAX_ATTEMPTS,
+            backoff_initial: defaults::BACKOFF_INITIAL,
+            backoff_max: defaults::BACKOFF_MAX,
+            poison: PoisonPolicy::Block,
+        }
+    }
+}
+
+impl PluginSettings {
+    /// Settings for running `path` with every default (nothing granted).
+    pub fn for_path(path: PathBuf) -> Self {
+        Self {
+            path,
+            watch: true,
+            reload_debounce: defaults::RELOAD_DEBOUNCE,
+            guest_settings: Vec::new(),
+            sandbox: SandboxSettings::default(),
+            limits: LimitSettings::default(),
+            failure: FailurePolicy::default(),
+        }
+    }
+}
+
+/// `$SHOAL_CACHE_DIR`, else `$XDG_CACHE_HOME/shoal`, else `~/.cache/shoal`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SHOAL_CACHE_DIR") {
+        return (!dir.is_empty()).then(|| PathBuf::from(dir));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(xdg).join("shoal"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache/shoal"))
+}

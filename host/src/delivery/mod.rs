@@ -1,0 +1,482 @@
+//! Delivers each batch of one shard to the guest until it is done: switches plugin
+//! generations at batch boundaries, rebuilds trapped instances, retries with capped
+//! back-off, and applies the poison policy. Nothing is dropped silently: a batch ends
+//! processed, dead-lettered (on disk, synced), given up (replay only, reported), or the
+//! caller cancels while it is still pending.
+
+pub mod backoff;
+pub mod dead_letter;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{FailurePolicy, PoisonPolicy};
+use crate::plugin::bindings::{Batch, CheckpointDirective, ShutdownReason};
+use crate::plugin::instance::CallStats;
+use crate::plugin::{
+    CallOutcome, GuestError, GuestTrap, InstanceConfig, Plugin, PluginEngine, ProcessorInstance,
+};
+use dead_letter::{DeadLetterReason, DeadLetterWriter};
+
+/// What to do once a batch is poisoned (failed `max_attempts` times, or `fatal`).
+#[derive(Debug, Clone)]
+pub enum OnPoison {
+    /// Keep retrying at the capped back-off.
+    Block,
+    /// Write it to the dead-letter directory, then report it done.
+    DeadLetter(DeadLetterWriter),
+    /// Report it as given up (for `shoal replay`, whose input file stays intact).
+    GiveUp,
+}
+
+impl OnPoison {
+    /// The action for a configured policy.
+    pub fn from_policy(policy: &PoisonPolicy) -> Self {
+        match policy {
+            PoisonPolicy::Block => OnPoison::Block,
+            PoisonPolicy::DeadLetter { dir } => OnPoison::DeadLetter(DeadLetterWriter::new(dir)),
+        }
+    }
+}
+
+/// One failed attempt, classified.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The guest trapped (the instance was discarded).
+    Trap(GuestTrap),
+    /// The guest returned an error.
+    Guest(GuestError),
+    /// The host could not build an instance (sandbox set-up).
+    Setup(String),
+}
+
+impl Failure {
+    /// Short classification, e.g. `trap panic`, `guest error retry`, `setup`.
+    pub fn kind(&self) -> String {
+        match self {
+            Failure::Trap(t) => format!("trap {}", t.kind),
+            Failure::Guest(GuestError::Retry(_)) => "guest error retry".into(),
+            Failure::Guest(GuestError::Fatal(_)) => "guest error fatal".into(),
+            Failure::Setup(_) => "setup".into(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Trap(t) => &t.message,
+            Failure::Guest(GuestError::Retry(m) | GuestError::Fatal(m)) => m,
+            Failure::Setup(m) => m,
+        }
+    }
+
+    fn is_fatal(&self) -> bool {
+        matches!(self, Failure::Guest(GuestError::Fatal(_)))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind(), self.message())
+    }
+}
+
+/// How a batch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The guest processed it and returned this directive.
+    Processed(CheckpointDirective),
+    /// It was written to this dead-letter file; the shard moves past it.
+    DeadLettered(PathBuf),
+    /// Poisoned and given up (replay only).
+    GaveUp,
+}
+
+/// The story of one batch.
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    /// How it ended.
+    pub disposition: Disposition,
+    /// Attempts made (1 = first try succeeded).
+    pub attempts: u32,
+    /// Classification of each failed attempt, in order (at most the first 32).
+    pub failures: Vec<Failure>,
+    /// Plugin generation of the last attempt.
+    pub generation: u64,
+    /// Serial of the instance that made the last attempt, if one was built.
+    pub instance_serial: Option<u64>,
+    /// Guest time of the last attempt.
+    pub guest_time: Duration,
+    /// Fuel of the last attempt (with metering on).
+    pub fuel: Option<u64>,
+    /// Wall time including retries and back-off.
+    pub elapsed: Duration,
+}
+
+/// The caller cancelled while the batch was still pending (not processed, not
+/// dead-lettered): it must not be checkpointed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled before the batch was processed")]
+pub struct Cancelled;
+
+const MAX_RECORDED_FAILURES: usize = 32;
+
+/// Processes the batches of one shard through the current plugin generation.
+pub struct ShardProcessor {
+    engine: PluginEngine,
+    plugins: watch::Receiver<Arc<Plugin>>,
+    current: Arc<Plugin>,
+    instance: Option<ProcessorInstance>,
+    config: Arc<InstanceConfig>,
+    guest_settings: Arc<[(String, String)]>,
+    failure: FailurePolicy,
+    on_poison: OnPoison,
+    instances_built: u64,
+}
+
+impl std::fmt::Debug for ShardProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardProcessor")
+            .field("shard", &self.config.shard.shard_id)
+            .field("generation", &self.current.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardProcessor {
+    /// A processor for one shard that follows the published plugin generation.
+    pub fn new(
+        engine: PluginEngine,
+        mut plugins: watch::Receiver<Arc<Plugin>>,
+        config: InstanceConfig,
+        guest_settings: &[(String, String)],
+        failure: FailurePolicy,
+        on_poison: OnPoison,
+    ) -> Self {
+        let current = Arc::clone(&plugins.borrow_and_update());
+        Self {
+            engine,
+            plugins,
+            current,
+            instance: None,
+            config: Arc::new(config),
+            guest_settings: guest_settings.into(),
+            failure,
+            on_poison,
+            instances_built: 0,
+        }
+    }
+
+    /// Instances built so far (first build plus one per trap or generation switch).
+    pub fn instances_built(&self) -> u64 {
+        self.instances_built
+    }
+
+    /// The generation in use.
+    pub fn generation(&self) -> u64 {
+        self.current.generation()
+    }
+
+    fn shard_id(&self) -> &str {
+        &self.config.shard.shard_id
+    }
+
+    /// Deliver one batch until it is processed, dead-lettered or given up.
+    ///
+    /// Cancellation is observed only while backing off between attempts: an attempt in
+    /// progress always finishes (bounded by the call deadline), so the caller can
+    /// checkpoint what the guest did.
+    pub async fn process(
+        &mut self,
+        batch: Arc<Batch>,
+        cancel: &CancellationToken,
+    ) -> Result<BatchReport, Cancelled> {
+        let started = Instant::now();
+        let mut failures = Vec::new();
+        let mut consecutive: u32 = 0;
+        let mut announced_poison = false;
+        loop {
+            self.adopt_latest_generation().await;
+            let generation = self.current.generation();
+            match self.attempt(Arc::clone(&batch)).await {
+                Ok((directive, stats, serial)) => {
+                    if consecutive > 0 {
+                        tracing::info!(
+                            stream = %self.config.shard.stream_name, shard = self.shard_id(), generation,
+                            attempts = consecutive + 1, "batch processed after {consecutive} failed attempt(s)"
+                        );
+                    }
+                    return Ok(BatchReport {
+                        disposition: Disposition::Processed(directive),
+                        attempts: consecutive + 1,
+                        failures,
+                        generation,
+                        instance_serial: Some(serial),
+                        guest_time: stats.elapsed,
+                        fuel: stats.fuel,
+                        elapsed: started.elapsed(),
+                    });
+                }
+                Err((failure, serial)) => {
+                    consecutive += 1;
+                    self.log_failure(&failure, consecutive, batch.records.len());
+                    let poisoned = failure.is_fatal() || consecutive >= self.failure.max_attempts;
+                    if failures.len() < MAX_RECORDED_FAILURES {
+                        failures.push(failure.clone());
+                    }
+                    if poisoned {
+                        let report = |disposition| BatchReport {
+                            disposition,
+                            attempts: consecutive,
+                            failures: failures.clone(),
+                            generation,
+                            instance_serial: serial,
+                            guest_time: Duration::ZERO,
+                            fuel: None,
+                            elapsed: started.elapsed(),
+                        };
+                        match &self.on_poison {
+                            OnPoison::GiveUp => return Ok(report(Disposition::GaveUp)),
+                            OnPoison::DeadLetter(writer) => {
+                                match self
+                                    .dead_letter(
+                                        writer.clone(),
+                                        Arc::clone(&batch),
+                                        &failure,
+                                        consecutive,
+                                    )
+                                    .await
+                                {
+                                    Some(file) => {
+                                        return Ok(report(Disposition::DeadLettered(file)));
+                                    }
+                                    None => {} // logged; keep the batch and retry: nothing is lost
+                                }
+                            }
+                            OnPoison::Block => {
+                                if !announced_poison {
+                                    announced_poison = true;
+                                    tracing::error!(
+                                        stream = %self.config.shard.stream_name, shard = self.shard_id(), generation,
+                                        attempts = consecutive,
+                                        "batch poisoned ({failure}); policy `block`: retrying until it succeeds or a new plugin generation fixes it"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    let delay = backoff::jittered(
+                        consecutive,
+                        self.failure.backoff_initial,
+                        self.failure.backoff_max,
+                    );
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(Cancelled),
+                        _ = tokio::time::sleep(delay) => {}
+                        // A new generation may be the fix: retry with it at once.
+                        _ = changed_or_pending(&mut self.plugins) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stop using the guest: call its `shutdown(reason)` if an instance is live, then
+    /// drop it. A trap here is logged; there is nothing left to retry.
+    pub async fn shutdown(&mut self, reason: ShutdownReason) {
+        let Some(mut instance) = self.instance.take() else {
+            return;
+        };
+        let shard = self.shard_id().to_string();
+        let generation = self.current.generation();
+        match tokio::task::spawn_blocking(move || instance.shutdown(reason)).await {
+            Ok(CallOutcome::Trap(trap)) => tracing::warn!(
+                stream = %self.config.shard.stream_name, shard, generation, %reason, "guest trapped in shutdown: {trap}"
+            ),
+            Ok(_) => {
+                tracing::debug!(stream = %self.config.shard.stream_name, shard, generation, %reason, "guest shut down")
+            }
+            Err(e) => tracing::error!(shard, generation, "guest shutdown task failed: {e}"),
+        }
+    }
+
+    /// At a batch boundary: if a newer generation was published, shut the old instance
+    /// down (`requested`) and switch.
+    async fn adopt_latest_generation(&mut self) {
+        // Compare generations rather than trusting `has_changed`: the back-off select
+        // may already have marked the new value seen.
+        let next = Arc::clone(&self.plugins.borrow_and_update());
+        if next.generation() == self.current.generation() {
+            return;
+        }
+        self.shutdown(ShutdownReason::Requested).await;
+        tracing::info!(
+            stream = %self.config.shard.stream_name,
+            shard = self.shard_id(),
+            old_generation = self.current.generation(),
+            new_generation = next.generation(),
+            "shard switched plugin generation {} → {}",
+            self.current.generation(),
+            next.generation()
+        );
+        self.current = next;
+    }
+
+    /// One attempt: build an instance if needed, call `process`, keep the instance unless
+    /// it trapped.
+    async fn attempt(
+        &mut self,
+        batch: Arc<Batch>,
+    ) -> Result<(CheckpointDirective, CallStats, u64), (Failure, Option<u64>)> {
+        let instance = match self.instance.take() {
+            Some(instance) => instance,
+            None => self.build_instance().await.map_err(|f| (f, None))?,
+        };
+        let serial = instance.serial();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut instance = instance;
+            let outcome = instance.process(&batch);
+            (instance, outcome)
+        })
+        .await;
+        let (instance, outcome) = joined.map_err(|e| {
+            (
+                Failure::Setup(format!("guest call task failed: {e}")),
+                Some(serial),
+            )
+        })?;
+        let stats = instance.last_call();
+        match outcome {
+            CallOutcome::Ok(directive) => {
+                self.instance = Some(instance);
+                Ok((directive, stats, serial))
+            }
+            CallOutcome::GuestError(e) => {
+                self.instance = Some(instance);
+                Err((Failure::Guest(e), Some(serial)))
+            }
+            CallOutcome::Trap(trap) => {
+                // The store is poisoned: dropping the instance frees its pool slot; the
+                // next attempt builds a fresh one from the same InstancePre.
+                drop(instance);
+                Err((Failure::Trap(trap), Some(serial)))
+            }
+        }
+    }
+
+    async fn build_instance(&mut self) -> Result<ProcessorInstance, Failure> {
+        let engine = self.engine.clone();
+        let plugin = Arc::clone(&self.current);
+        let config = Arc::clone(&self.config);
+        let settings = Arc::clone(&self.guest_settings);
+        let built = tokio::task::spawn_blocking(move || {
+            let mut instance =
+                ProcessorInstance::new(&engine, &plugin, &config).map_err(|e| match e {
+                    crate::plugin::instance::InstantiateError::Trap { trap, .. } => {
+                        Failure::Trap(trap)
+                    }
+                    other => Failure::Setup(other.to_string()),
+                })?;
+            match instance.initialize(&settings) {
+                CallOutcome::Ok(()) => Ok(instance),
+                CallOutcome::GuestError(e) => Err(Failure::Guest(e)),
+                CallOutcome::Trap(t) => Err(Failure::Trap(t)),
+            }
+        })
+        .await
+        .map_err(|e| Failure::Setup(format!("instance build task failed: {e}")))?;
+        if built.is_ok() {
+            self.instances_built += 1;
+        }
+        built
+    }
+
+    fn log_failure(&self, failure: &Failure, attempt: u32, records: usize) {
+        let stream = &self.config.shard.stream_name;
+        let shard = self.shard_id();
+        let generation = self.current.generation();
+        match failure {
+            Failure::Trap(trap) => tracing::error!(
+                stream = %stream, shard, generation, attempt, records, trap = trap.kind.label(),
+                backtrace = trap.backtrace.as_deref().unwrap_or(""),
+                "guest trapped ({}): {}; instance discarded, will rebuild", trap.kind, trap.message
+            ),
+            Failure::Guest(e) => {
+                tracing::warn!(stream = %stream, shard, generation, attempt, records, "{e}")
+            }
+            Failure::Setup(m) => {
+                tracing::error!(stream = %stream, shard, generation, attempt, "cannot build instance: {m}")
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        writer: DeadLetterWriter,
+        batch: Arc<Batch>,
+        failure: &Failure,
+        attempts: u32,
+    ) -> Option<PathBuf> {
+        let shard = self.shard_id().to_string();
+        let kind = failure.kind();
+        let message = failure.message().to_string();
+        let generation = self.current.generation();
+        let digest = self.current.digest().to_string();
+        let result = tokio::task::spawn_blocking(move || {
+            let reason = DeadLetterReason {
+                kind: &kind,
+                message: &message,
+                attempts,
+                generation,
+                plugin_digest: &digest,
+                at_ms: now_ms(),
+            };
+            writer.write(&shard, &batch, &reason)
+        })
+        .await;
+        match result {
+            Ok(Ok(file)) => {
+                tracing::warn!(
+                    stream = %self.config.shard.stream_name, shard = self.shard_id(), generation, attempts,
+                    file = %file.display(), "batch dead-lettered ({failure}); moving past it"
+                );
+                Some(file)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(
+                    shard = self.shard_id(),
+                    generation,
+                    "cannot dead-letter the batch, will retry it: {e:#}"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::error!(
+                    shard = self.shard_id(),
+                    generation,
+                    "dead-letter task failed, will retry the batch: {e}"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Resolves when a new value is published; never, once the sender is gone.
+async fn changed_or_pending(rx: &mut watch::Receiver<Arc<Plugin>>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,132 @@
+//! The `shoal` command: parses the CLI, starts tracing, loads config and runs a subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A Kinesis consumer host that runs record processors as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a plugin over records from a JSON-lines file, offline, printing each batch's
+    /// outcome and timing (same sandbox, limits, traps and directives as the consumer).
+    Replay {
+        /// The processor component (.wasm).
+        #[arg(long)]
+        plugin: PathBuf,
+        /// Records as JSON lines in the archive format (`partition_key` and `data_base64`
+        /// or `data` required).
+        #[arg(long)]
+        input: PathBuf,
+        /// Config file for sandbox grants, limits, plugin settings and failure policy.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Records per batch.
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// Shard id for input lines without one.
+        #[arg(long, default_value = "shardId-000000000000")]
+        shard_id: String,
+        /// Stream name passed to the guest.
+        #[arg(long, default_value = "replay")]
+        stream_name: String,
+    },
+    /// Work with plugin files.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Compile and validate a component against the shoal:processor world, and say what
+    /// is wrong if it does not fit.
+    Check {
+        /// The component (.wasm).
+        path: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    shoal::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shoal: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shoal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replay {
+            plugin,
+            input,
+            config,
+            batch_size,
+            shard_id,
+            stream_name,
+        } => {
+            let options = shoal::replay::ReplayOptions {
+                plugin,
+                input,
+                config,
+                batch_size,
+                shard_id,
+                stream_name,
+            };
+            let mut stdout = std::io::stdout();
+            let summary = shoal::replay::run(&options, &mut stdout).await?;
+            Ok(if summary.bad_lines > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Plugin {
+            command: PluginCommand::Check { path },
+        } => {
+            let engine = shoal::plugin::PluginEngine::new(&shoal::config::EngineSettings {
+                pooling: false,
+                ..Default::default()
+            })?;
+            let checked = tokio::task::spawn_blocking(move || engine.load_file(&path, 1)).await?;
+            match checked {
+                Ok(plugin) => {
+                    println!(
+                        "ok: {} implements shoal:processor@0.1.0 ({} bytes, sha256 {}, loaded in {:.1} ms)",
+                        plugin.path().display(),
+                        plugin.size_bytes(),
+                        plugin.digest(),
+                        plugin.load_time().as_secs_f64() * 1e3
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("rejected: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}

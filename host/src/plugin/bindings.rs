@@ -1,0 +1,35 @@
+//! The only `bindgen!` in shoal: Rust types and call glue generated from `wit/processor.wit`.
+
+wasmtime::component::bindgen!({
+    world: "processor",
+    path: "../wit",
+    additional_derives: [PartialEq, Eq],
+});
+
+// The world's `use types.{...}` re-exports the WIT types at this module's root:
+// `Batch`, `KinesisRecord`, `CheckpointDirective`, `ProcessError`, `ShardInfo`, ...
+
+impl std::fmt::Display for CheckpointDirective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointDirective::None => f.write_str("none"),
+            CheckpointDirective::BatchEnd => f.write_str("batch-end"),
+            CheckpointDirective::At(p) => {
+                write!(f, "at({}/{})", p.sequence_number, p.sub_sequence_number)
+            }
+            CheckpointDirective::Rewind(p) => {
+                write!(f, "rewind({}/{})", p.sequence_number, p.sub_sequence_number)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ShutdownReason::ShardEnd => "shard-end",
+            ShutdownReason::LeaseLost => "lease-lost",
+            ShutdownReason::Requested => "requested",
+        })
+    }
+}

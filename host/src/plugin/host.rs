@@ -1,0 +1,76 @@
+//! The per-instance store data: WASI context, resource table, limiter, and the `log`
+//! import that shoal's world gives every processor.
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{LogLevel, ProcessorImports};
+use super::limits::InstanceLimiter;
+use super::stdio::LogTags;
+
+/// Longest `log` message forwarded; longer ones are truncated (documented in the WIT).
+const MAX_LOG_MESSAGE: usize = 64 * 1024;
+
+/// Everything one `Store` owns besides the guest itself.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory and table caps; also tracks peak memory for reporting.
+    pub(crate) limiter: InstanceLimiter,
+    tags: LogTags,
+}
+
+impl HostState {
+    /// Store data for one instance.
+    pub fn new(wasi: WasiCtx, limiter: InstanceLimiter, tags: LogTags) -> Self {
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            tags,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The `types` interface has no functions; the trait is a marker.
+impl super::bindings::shoal::processor::types::Host for HostState {}
+
+impl ProcessorImports for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_MESSAGE {
+            let mut cut = MAX_LOG_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("… (truncated)");
+        }
+        let LogTags {
+            stream,
+            shard,
+            generation,
+        } = &self.tags;
+        macro_rules! emit {
+            ($lvl:ident) => {
+                tracing::$lvl!(target: "shoal::guest", stream = %stream, shard = %shard, generation, "{message}")
+            };
+        }
+        match level {
+            LogLevel::Trace => emit!(trace),
+            LogLevel::Debug => emit!(debug),
+            LogLevel::Info => emit!(info),
+            LogLevel::Warn => emit!(warn),
+            LogLevel::Error => emit!(error),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! One processor instance per shard: a `Store` plus bindings, built from a plugin's
+//! `InstancePre`. Every guest call sets the deadline, calls, and hands the result to
+//! `outcome::classify`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+
+use super::bindings::{Batch, CheckpointDirective, Processor, ShardInfo, ShutdownReason};
+use super::engine::{MAX_TABLE_ELEMENTS, PluginEngine};
+use super::host::HostState;
+use super::limits::InstanceLimiter;
+use super::outcome::{CallOutcome, GuestTrap, classify, classify_trap};
+use super::plugin::Plugin;
+use super::sandbox::wasi_context;
+use super::stdio::LogTags;
+use crate::config::{LimitSettings, SandboxSettings};
+
+/// Fuel granted per call when metering is on: effectively unlimited (metering only).
+const FUEL_PER_CALL: u64 = u64::MAX / 4;
+
+/// Process-wide serial numbers, so logs and tests can tell instances apart.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// What an instance needs besides its plugin: who it serves and what it may use.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    /// The shard served.
+    pub shard: ShardInfo,
+    /// Granted capabilities.
+    pub sandbox: SandboxSettings,
+    /// Limits.
+    pub limits: LimitSettings,
+}
+
+/// Measurements of the last guest call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallStats {
+    /// Wall time of the call.
+    pub elapsed: Duration,
+    /// Fuel consumed (instructions, roughly), when metering is on.
+    pub fuel: Option<u64>,
+}
+
+/// A live guest instance serving one shard.
+pub struct ProcessorInstance {
+    store: Store<HostState>,
+    bindings: Processor,
+    plugin: Arc<Plugin>,
+    shard: ShardInfo,
+    deadline_ticks: u64,
+    fuel_metering: bool,
+    serial: u64,
+    last_call: CallStats,
+}
+
+impl std::fmt::Debug for ProcessorInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorInstance")
+            .field("shard", &self.shard.shard_id)
+            .field("generation", &self.plugin.generation())
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an instance could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum InstantiateError {
+    /// The host could not set up the sandbox (e.g. a granted directory vanished).
+    #[error("cannot set up the sandbox for shard {shard}: {reason}")]
+    Sandbox {
+        /// The shard.
+        shard: String,
+        /// Why.
+        reason: String,
+    },
+    /// The guest trapped while instantiating (start function, data segment over the cap).
+    #[error("plugin trapped while instantiating for shard {shard}: {trap}")]
+    Trap {
+        /// The shard.
+        shard: String,
+        /// The classified trap.
+        trap: GuestTrap,
+    },
+}
+
+impl ProcessorInstance {
+    /// Instantiate `plugin` for one shard. Blocking (runs guest start code).
+    pub fn new(
+        engine: &PluginEngine,
+        plugin: &Arc<Plugin>,
+        config: &InstanceConfig,
+    ) -> Result<Self, InstantiateError> {
+        let tags = LogTags {
+            stream: Arc::from(config.shard.stream_name.as_str()),
+            shard: Arc::from(config.shard.shard_id.as_str()),
+            generation: plugin.generation(),
+        };
+        let wasi = wasi_context(&config.sandbox, &tags).map_err(|e| InstantiateError::Sandbox {
+            shard: config.shard.shard_id.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let limiter = InstanceLimiter::new(config.limits.memory_bytes, MAX_TABLE_ELEMENTS);
+        let mut store = Store::new(engine.engine(), HostState::new(wasi, limiter, tags));
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        let deadline_ticks = engine.deadline_ticks(config.limits.deadline);
+        store.set_epoch_deadline(deadline_ticks);
+        let fuel_metering = engine.settings().fuel_metering;
+        if fuel_metering {
+            store
+                .set_fuel(FUEL_PER_CALL)
+                .map_err(|e| InstantiateError::Sandbox {
+                    shard: config.shard.shard_id.clone(),
+                    reason: format!("cannot set fuel: {e}"),
+                })?;
+        }
+        let bindings =
+            plugin
+                .pre()
+                .instantiate(&mut store)
+                .map_err(|e| InstantiateError::Trap {
+                    shard: config.shard.shard_id.clone(),
+                    trap: classify_trap(&e),
+                })?;
+        Ok(Self {
+            store,
+            bindings,
+            plugin: Arc::clone(plugin),
+            shard: config.shard.clone(),
+            deadline_ticks,
+            fuel_metering,
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            last_call: CallStats::default(),
+        })
+    }
+
+    /// The generation this instance runs.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// A process-unique number for this instance.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// The largest linear memory this instance has had.
+    pub fn peak_memory_bytes(&self) -> usize {
+        self.store.data().limiter.peak_memory_bytes()
+    }
+
+    /// Measurements of the last call.
+    pub fn last_call(&self) -> CallStats {
+        self.last_call
+    }
+
+    /// Call `initialize` with the plugin settings.
+    pub fn initialize(&mut self, settings: &[(String, String)]) -> CallOutcome<()> {
+        self.call(|bindings, store, shard| bindings.call_initialize(store, shard, settings))
+    }
+
+    /// Call `process` on one batch.
+    pub fn process(&mut self, batch: &Batch) -> CallOutcome<CheckpointDirective> {
+        self.call(|bindings, store, shard| bindings.call_process(store, shard, batch))
+    }
+
+    /// Call `shutdown`. It returns nothing, so the outcome is ok or a trap.
+    pub fn shutdown(&mut self, reason: ShutdownReason) -> CallOutcome<()> {
+        self.call(|bindings, store, shard| bindings.call_shutdown(store, shard, reason).map(Ok))
+    }
+
+    /// The one guest-call path: arm the deadline (and fuel), call, measure, classify.
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(
+            &Processor,
+            &mut Store<HostState>,
+            &ShardInfo,
+        ) -> wasmtime::Result<Result<T, super::bindings::ProcessError>>,
+    ) -> CallOutcome<T> {
+        // Deadlines are relative to the current epoch and must be re-armed per call.
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        if self.fuel_metering {
+            // Cannot fail: metering is on for this engine.
+            let _ = self.store.set_fuel(FUEL_PER_CALL);
+        }
+        let started = Instant::now();
+        let result = f(&self.bindings, &mut self.store, &self.shard);
+        let fuel = self
+            .fuel_metering
+            .then(|| FUEL_PER_CALL - self.store.get_fuel().unwrap_or(FUEL_PER_CALL));
+        self.last_call = CallStats {
+            elapsed: started.elapsed(),
+            fuel,
+        };
+        classify(result)
+    }
+}

@@ -1,0 +1,46 @@
+//! Builds each instance's WASI context from the validated sandbox settings: deny by
+//! default, grant only what the config lists.
+//!
+//! Defaults (what a guest gets when the config grants nothing): no preopened
+//! directories, no environment variables, no arguments, stdin closed, TCP, UDP and name
+//! lookup disabled, stdout/stderr forwarded line by line to the host log; wall and
+//! monotonic clocks and random numbers are WASI's defaults.
+
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+use super::stdio::{GuestStream, LogTags, TracingOutput};
+use crate::config::{DirMode, SandboxSettings};
+
+/// A WASI context for one instance.
+pub fn wasi_context(sandbox: &SandboxSettings, tags: &LogTags) -> anyhow::Result<WasiCtx> {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        // Instances run on a blocking thread: do file I/O on it directly instead of
+        // bouncing through an async runtime.
+        .allow_blocking_current_thread(true)
+        .stdout(TracingOutput::new(GuestStream::Stdout, tags.clone()))
+        .stderr(TracingOutput::new(GuestStream::Stderr, tags.clone()));
+    for (key, value) in &sandbox.env {
+        builder.env(key, value);
+    }
+    for dir in &sandbox.dirs {
+        let perms = match dir.mode {
+            DirMode::ReadOnly => FsPerms::ReadOnly,
+            DirMode::ReadWrite => FsPerms::ReadWrite,
+        };
+        builder
+            .preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot grant directory {} to the guest as {}: {e:#}",
+                    dir.host.display(),
+                    dir.guest
+                )
+            })?;
+    }
+    Ok(builder.build())
+}
