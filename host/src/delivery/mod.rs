@@ -402,8 +402,10 @@ impl ShardProcessor {
         match failure {
             Failure::Trap(trap) => tracing::error!(
                 stream = %stream, shard, generation, attempt, records, trap = trap.kind.label(),
-                backtrace = trap.backtrace.as_deref().unwrap_or(""),
-                "guest trapped ({}): {}; instance discarded, will rebuild", trap.kind, trap.message
+                "guest trapped ({}): {}; instance discarded, will rebuild{}",
+                trap.kind,
+                trap.message,
+                trap.backtrace.as_deref().map(|b| format!("\nguest backtrace:\n{b}")).unwrap_or_default()
             ),
             Failure::Guest(e) => {
                 tracing::warn!(stream = %stream, shard, generation, attempt, records, "{e}")

@@ -166,15 +166,18 @@ fn format_backtrace(bt: &WasmBacktrace) -> String {
             .iter()
             .find_map(|s| Some(format!(" at {}:{}", s.file()?, s.line()?)))
             .unwrap_or_default();
-        out.push_str(&format!("  {i}: {}{location}\n", demangle_lite(name)));
+        out.push_str(&format!("  {i}: {}{location}\n", demangle(name)));
     }
     out
 }
 
-/// Wasmtime already demangles Rust symbols when its `demangle` feature is on; this only
-/// trims the `<module>!` prefix some toolchains leave, so frames read as function names.
-fn demangle_lite(name: &str) -> &str {
-    name.rsplit_once('!').map_or(name, |(_, f)| f)
+/// Frame names as people read them: Rust symbols (legacy and v0 mangling) demangled
+/// without their hash, other names (C, Go, interpreters) as they are.
+fn demangle(name: &str) -> String {
+    match rustc_demangle::try_demangle(name) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => name.to_string(),
+    }
 }
 
 #[cfg(test)]

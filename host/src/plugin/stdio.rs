@@ -86,6 +86,9 @@ impl TracingOutput {
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
+        if text.trim().is_empty() {
+            return;
+        }
         let LogTags {
             stream,
             shard,
