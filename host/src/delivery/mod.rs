@@ -239,23 +239,22 @@ impl ShardProcessor {
                             fuel: None,
                             elapsed: started.elapsed(),
                         };
-                        match &self.on_poison {
+                        // Cloned so no borrow of `self` is held across the await below.
+                        match self.on_poison.clone() {
                             OnPoison::GiveUp => return Ok(report(Disposition::GaveUp)),
                             OnPoison::DeadLetter(writer) => {
-                                match self
-                                    .dead_letter(
-                                        writer.clone(),
-                                        Arc::clone(&batch),
-                                        &failure,
-                                        consecutive,
-                                    )
-                                    .await
-                                {
-                                    Some(file) => {
-                                        return Ok(report(Disposition::DeadLettered(file)));
-                                    }
-                                    None => {} // logged; keep the batch and retry: nothing is lost
+                                let written = dead_letter(
+                                    self.labels(),
+                                    writer,
+                                    Arc::clone(&batch),
+                                    &failure,
+                                    consecutive,
+                                )
+                                .await;
+                                if let Some(file) = written {
+                                    return Ok(report(Disposition::DeadLettered(file)));
                                 }
+                                // Not written (logged): keep the batch and retry; nothing is lost.
                             }
                             OnPoison::Block => {
                                 if !announced_poison {
@@ -416,54 +415,69 @@ impl ShardProcessor {
         }
     }
 
-    async fn dead_letter(
-        &self,
-        writer: DeadLetterWriter,
-        batch: Arc<Batch>,
-        failure: &Failure,
-        attempts: u32,
-    ) -> Option<PathBuf> {
-        let shard = self.shard_id().to_string();
-        let kind = failure.kind();
-        let message = failure.message().to_string();
-        let generation = self.current.generation();
-        let digest = self.current.digest().to_string();
-        let result = tokio::task::spawn_blocking(move || {
-            let reason = DeadLetterReason {
-                kind: &kind,
-                message: &message,
-                attempts,
-                generation,
-                plugin_digest: &digest,
-                at_ms: now_ms(),
-            };
-            writer.write(&shard, &batch, &reason)
-        })
-        .await;
-        match result {
-            Ok(Ok(file)) => {
-                tracing::warn!(
-                    stream = %self.config.shard.stream_name, shard = self.shard_id(), generation, attempts,
-                    file = %file.display(), "batch dead-lettered ({failure}); moving past it"
-                );
-                Some(file)
-            }
-            Ok(Err(e)) => {
-                tracing::error!(
-                    shard = self.shard_id(),
-                    generation,
-                    "cannot dead-letter the batch, will retry it: {e:#}"
-                );
-                None
-            }
-            Err(e) => {
-                tracing::error!(
-                    shard = self.shard_id(),
-                    generation,
-                    "dead-letter task failed, will retry the batch: {e}"
-                );
-                None
-            }
+    fn labels(&self) -> Labels {
+        Labels {
+            stream: self.config.shard.stream_name.clone(),
+            shard: self.shard_id().to_string(),
+            generation: self.current.generation(),
+            digest: self.current.digest().to_string(),
+        }
+    }
+}
+
+/// Who a log line or dead letter is about, owned so it can cross an await.
+struct Labels {
+    stream: String,
+    shard: String,
+    generation: u64,
+    digest: String,
+}
+
+/// Write a poisoned batch to the dead-letter file; `None` (logged) if that failed, in
+/// which case the caller keeps the batch and retries it: nothing is lost.
+async fn dead_letter(
+    labels: Labels,
+    writer: DeadLetterWriter,
+    batch: Arc<Batch>,
+    failure: &Failure,
+    attempts: u32,
+) -> Option<PathBuf> {
+    let Labels {
+        stream,
+        shard,
+        generation,
+        digest,
+    } = labels;
+    let kind = failure.kind();
+    let message = failure.message().to_string();
+    let shard_for_write = shard.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let reason = DeadLetterReason {
+            kind: &kind,
+            message: &message,
+            attempts,
+            generation,
+            plugin_digest: &digest,
+            at_ms: now_ms(),
+        };
+        writer.write(&shard_for_write, &batch, &reason)
+    })
+    .await;
+    match result {
+        Ok(Ok(file)) => {
+            tracing::warn!(
+                stream = %stream, shard, generation, attempts, file = %file.display(),
+                "batch dead-lettered ({failure}); moving past it"
+            );
+            Some(file)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(stream = %stream, shard, generation, "cannot dead-letter the batch, will retry it: {e:#}");
+            None
+        }
+        Err(e) => {
+            tracing::error!(stream = %stream, shard, generation, "dead-letter task failed, will retry the batch: {e}");
+            None
         }
     }
 }

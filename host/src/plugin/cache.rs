@@ -35,29 +35,35 @@ impl ArtifactCache {
     /// native code from.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create plugin cache directory {}", dir.display()))?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| {
+                    format!("cannot create plugin cache directory {}", dir.display())
+                })?;
             let meta = std::fs::metadata(dir)
                 .with_context(|| format!("cannot stat plugin cache directory {}", dir.display()))?;
-            // SAFETY-free check: only trust a directory we own that nobody else can write.
-            let uid = unsafe_free_uid();
-            if meta.uid() != uid || meta.mode() & 0o022 != 0 {
-                // Tighten our own directory; refuse someone else's.
-                if meta.uid() == uid {
-                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                        .with_context(|| format!("cannot set mode 0700 on {}", dir.display()))?;
-                } else {
-                    anyhow::bail!(
-                        "plugin cache directory {} is owned by uid {}, not by this user ({uid}): refusing to load compiled code from it",
-                        dir.display(),
-                        meta.uid()
-                    );
-                }
+            let uid = current_uid();
+            if meta.uid() != uid {
+                anyhow::bail!(
+                    "plugin cache directory {} is owned by uid {}, not by this user ({uid}): refusing to load compiled code from it",
+                    dir.display(),
+                    meta.uid()
+                );
+            }
+            // Our own directory: make it private whatever mode it was created with.
+            if meta.mode() & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("cannot set mode 0700 on {}", dir.display()))?;
             }
         }
+        #[cfg(not(unix))]
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create plugin cache directory {}", dir.display()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -82,12 +88,14 @@ impl ArtifactCache {
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, ArtifactSource)> {
         let entry = self.entry(engine, digest);
-        if entry.is_file() {
-            // SAFETY: the file is in a directory only this user can write, under a name
-            // derived from the wasm content hash and this engine's compatibility hash,
-            // and was written by `store` below from `Component::serialize`. Wasmtime
-            // additionally checks its header against this engine and rejects a mismatch.
-            match unsafe { Component::deserialize_file(engine, &entry) } {
+        // Read into memory rather than `deserialize_file`, which maps the file: a mapped
+        // file truncated by anyone while in use would kill the host with SIGBUS.
+        if let Ok(artifact) = std::fs::read(&entry) {
+            // SAFETY: the bytes come from a directory only this user can write, under a
+            // name derived from the wasm content hash and this engine's compatibility
+            // hash, written by `store` below from `Component::serialize`. Wasmtime also
+            // checks the header against this engine and rejects a mismatch.
+            match unsafe { Component::deserialize(engine, &artifact) } {
                 Ok(component) => return Ok((component, ArtifactSource::Cached)),
                 Err(e) => tracing::warn!(
                     artifact = %entry.display(),
@@ -132,9 +140,9 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     }
 }
 
-/// The uid owning files this process creates (read from a fresh file, avoiding libc).
+/// The uid this process runs as (the owner of `/proc/self`; avoids a libc dependency).
 #[cfg(unix)]
-fn unsafe_free_uid() -> u32 {
+fn current_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())

@@ -100,10 +100,12 @@ impl PluginEngine {
         &self.settings
     }
 
-    /// Epoch ticks for a per-call deadline (at least one).
+    /// Epoch ticks for a per-call deadline. The deadline counts from the current epoch,
+    /// which may be about to advance, so one tick is added: a guest always gets at least
+    /// its full deadline, and at most one tick more.
     pub fn deadline_ticks(&self, deadline: Duration) -> u64 {
         let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+        u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
     }
 
     /// Read, compile (or load from cache) and validate a plugin file. Blocking: call it

@@ -1,0 +1,216 @@
+//! Limits hold: the memory cap (a typed error naming the limit), the per-call deadline
+//! (re-armed for every call), fuel metering (reported, not enforced), both allocators,
+//! and the compiled-artifact cache.
+
+use std::time::{Duration, Instant};
+
+use shoal::config::{LimitSettings, SandboxSettings};
+use shoal::plugin::bindings::CheckpointDirective;
+use shoal::plugin::cache::ArtifactSource;
+use shoal::plugin::{CallOutcome, PluginLoadError, ProcessorInstance, TrapKind};
+
+use crate::fixtures::*;
+
+fn instance_with(engine: &shoal::plugin::PluginEngine, limits: LimitSettings) -> ProcessorInstance {
+    let plugin = load(engine, "misbehave");
+    let mut instance = ProcessorInstance::new(
+        engine,
+        &plugin,
+        &instance_config("shardId-limits", SandboxSettings::default(), limits),
+    )
+    .expect("instance");
+    assert!(matches!(instance.initialize(&[]), CallOutcome::Ok(())));
+    instance
+}
+
+#[test]
+fn the_memory_cap_holds_and_names_the_limit() {
+    let engine = engine();
+    for cap in [16usize << 20, 48 << 20] {
+        let mut instance = instance_with(
+            &engine,
+            LimitSettings {
+                memory_bytes: cap,
+                deadline: Duration::from_secs(5),
+            },
+        );
+        match instance.process(&batch(1, &["misbehave:oom"])) {
+            CallOutcome::Trap(trap) => {
+                assert_eq!(trap.kind, TrapKind::MemoryCapExceeded, "{trap}");
+                assert!(
+                    trap.message.contains(&format!("limit is {cap} bytes")),
+                    "{}",
+                    trap.message
+                );
+            }
+            other => panic!("expected the memory cap to trap, got {other:?}"),
+        }
+        assert!(
+            instance.peak_memory_bytes() <= cap,
+            "peak {} over cap {cap}",
+            instance.peak_memory_bytes()
+        );
+        assert!(
+            instance.peak_memory_bytes() > cap / 2,
+            "the guest did allocate up to the cap"
+        );
+    }
+}
+
+#[test]
+fn the_deadline_stops_a_spinning_guest_and_is_rearmed_per_call() {
+    let engine = engine();
+    let deadline = Duration::from_millis(300);
+    let mut instance = instance_with(
+        &engine,
+        LimitSettings {
+            memory_bytes: 32 << 20,
+            deadline,
+        },
+    );
+    // Three calls of ~150 ms each: each fits its own deadline, though together they do not.
+    for n in 0..3 {
+        let outcome = instance.process(&batch(n, &["misbehave:slow:150"]));
+        assert!(
+            matches!(outcome, CallOutcome::Ok(CheckpointDirective::BatchEnd)),
+            "call {n}: {outcome:?}"
+        );
+    }
+    let started = Instant::now();
+    match instance.process(&batch(9, &["misbehave:loop"])) {
+        CallOutcome::Trap(trap) => assert_eq!(trap.kind, TrapKind::DeadlineExceeded, "{trap}"),
+        other => panic!("expected a deadline trap, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took >= deadline, "stopped before its deadline: {took:?}");
+    // A generous bound: this checks the interrupt happened at all, not its precision.
+    assert!(
+        took < deadline * 20,
+        "the deadline did not stop the guest in time: {took:?}"
+    );
+    // A trapped instance is poisoned; the runtime never reuses it.
+    assert!(matches!(
+        instance.process(&batch(10, &["x"])),
+        CallOutcome::Trap(_)
+    ));
+}
+
+#[test]
+fn fuel_is_reported_not_enforced() {
+    let engine = engine_with(|s| s.fuel_metering = true);
+    let mut instance = instance_with(&engine, test_limits());
+    let small = batch(1, &["a"]);
+    let large = batch(1, &vec!["a record of some length"; 500]);
+    assert!(matches!(instance.process(&small), CallOutcome::Ok(_)));
+    let small_fuel = instance.last_call().fuel.expect("metered");
+    assert!(matches!(instance.process(&large), CallOutcome::Ok(_)));
+    let large_fuel = instance.last_call().fuel.expect("metered");
+    assert!(
+        small_fuel > 0 && large_fuel > small_fuel,
+        "small {small_fuel}, large {large_fuel}"
+    );
+
+    let mut unmetered = instance_with(&engine_with(|s| s.fuel_metering = false), test_limits());
+    assert!(matches!(unmetered.process(&small), CallOutcome::Ok(_)));
+    assert_eq!(unmetered.last_call().fuel, None);
+}
+
+#[test]
+fn instances_work_with_and_without_the_pooling_allocator() {
+    for pooling in [true, false] {
+        let engine = engine_with(|s| s.pooling = pooling);
+        let mut instances: Vec<_> = (0..4)
+            .map(|_| instance_with(&engine, test_limits()))
+            .collect();
+        for instance in &mut instances {
+            assert!(
+                matches!(instance.process(&batch(1, &["x"])), CallOutcome::Ok(_)),
+                "pooling={pooling}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_pool_limits_live_instances_and_frees_slots_on_drop() {
+    let engine = engine_with(|s| s.max_instances = 2);
+    let a = instance_with(&engine, test_limits());
+    let _b = instance_with(&engine, test_limits());
+    let plugin = load(&engine, "misbehave");
+    let config = instance_config("shardId-pool", SandboxSettings::default(), test_limits());
+    assert!(
+        ProcessorInstance::new(&engine, &plugin, &config).is_err(),
+        "a third instance must not fit a pool of 2"
+    );
+    drop(a);
+    assert!(
+        ProcessorInstance::new(&engine, &plugin, &config).is_ok(),
+        "a dropped instance frees its slot"
+    );
+}
+
+#[test]
+fn compiled_plugins_are_cached_and_a_bad_cache_entry_is_recompiled() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let engine = engine_with(|s| s.cache_dir = Some(cache.path().to_path_buf()));
+    let path = plugin_path("checksum");
+    let first = engine.load_file(&path, 1).expect("loads");
+    assert_eq!(first.source(), ArtifactSource::Compiled);
+    let second = engine.load_file(&path, 2).expect("loads");
+    assert_eq!(second.source(), ArtifactSource::Cached);
+    assert_eq!(first.digest(), second.digest());
+    for entry in std::fs::read_dir(cache.path()).expect("dir") {
+        std::fs::write(entry.expect("entry").path(), b"not a compiled artifact").expect("corrupt");
+    }
+    let third = engine.load_file(&path, 3).expect("still loads");
+    assert_eq!(third.source(), ArtifactSource::Compiled);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(cache.path())
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "cache dir must be private, mode {mode:o}");
+    }
+}
+
+#[test]
+fn files_that_are_not_processor_components_are_rejected_with_the_reason() {
+    let engine = engine();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
+    let err = engine.load_file(&core, 1).expect_err("core module");
+    assert!(
+        matches!(err, PluginLoadError::NotAComponent { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
+
+    let text = dir.path().join("text.wasm");
+    std::fs::write(&text, b"hello").expect("write");
+    assert!(
+        engine
+            .load_file(&text, 1)
+            .expect_err("text")
+            .to_string()
+            .contains("magic bytes")
+    );
+
+    let good = std::fs::read(plugin_path("checksum")).expect("read");
+    let truncated = dir.path().join("truncated.wasm");
+    std::fs::write(&truncated, &good[..good.len() / 2]).expect("write");
+    let err = engine.load_file(&truncated, 1).expect_err("truncated");
+    assert!(matches!(err, PluginLoadError::Compile { .. }), "{err}");
+
+    let missing = dir.path().join("missing.wasm");
+    assert!(matches!(
+        engine.load_file(&missing, 1),
+        Err(PluginLoadError::Read { .. })
+    ));
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the plugin runtime against real components built from
+//! `plugins/` (one test binary, one module per concern).
+
+mod fixtures;
+
+mod faults;
+mod hot_swap;
+mod limits;
+mod replay;
+mod sandbox;
