@@ -25,12 +25,22 @@ use tokio_util::sync::CancellationToken;
 const ROUNDS: usize = 5;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 fn checksum_wasm() -> PathBuf {
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(repo_root().join("plugins/Cargo.toml"))
         .status()
         .expect("run cargo for the plugins");
@@ -53,9 +63,15 @@ fn engine(pooling: bool, cache: &Path) -> PluginEngine {
 
 fn config() -> InstanceConfig {
     InstanceConfig {
-        shard: ShardInfo { stream_name: "bench".into(), shard_id: "shardId-000000000000".into() },
+        shard: ShardInfo {
+            stream_name: "bench".into(),
+            shard_id: "shardId-000000000000".into(),
+        },
         sandbox: SandboxSettings::default(),
-        limits: LimitSettings { memory_bytes: 256 << 20, deadline: Duration::from_secs(60) },
+        limits: LimitSettings {
+            memory_bytes: 256 << 20,
+            deadline: Duration::from_secs(60),
+        },
     }
 }
 
@@ -94,13 +110,19 @@ fn throughput(engine: &PluginEngine, wasm: &Path) {
     let mut instance = ProcessorInstance::new(engine, &plugin, &config()).expect("instance");
     assert!(matches!(instance.initialize(&[]), CallOutcome::Ok(())));
     println!("## Throughput: `checksum` guest vs native closure (FNV-1a over every record)\n");
-    println!("| record | batch | guest records/s | guest MB/s | native records/s | native MB/s | guest ÷ native |");
+    println!(
+        "| record | batch | guest records/s | guest MB/s | native records/s | native MB/s | guest ÷ native |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for size in [100usize, 1024] {
         for batch_size in [1usize, 100, 1_000, 10_000] {
             let batch = make_batch(batch_size, size);
             // Enough calls for ~50 MB per measurement (and at least 2,000 calls).
-            let calls = ((50_000_000 / (size * batch_size)).max(1)).max(if batch_size == 1 { 100_000 } else { 20 });
+            let calls = ((50_000_000 / (size * batch_size)).max(1)).max(if batch_size == 1 {
+                100_000
+            } else {
+                20
+            });
             let mut guest = Vec::new();
             let mut native = Vec::new();
             for _ in 0..ROUNDS {
@@ -161,7 +183,12 @@ fn instance_build(cache: &Path, wasm: &Path) {
         }
         samples.sort_by(|a, b| a.total_cmp(b));
         let p99 = samples[samples.len() * 99 / 100];
-        println!("| {} | {:.1} | {:.1} |", if pooling { "pooling" } else { "on-demand" }, median(samples.clone()), p99);
+        println!(
+            "| {} | {:.1} | {:.1} |",
+            if pooling { "pooling" } else { "on-demand" },
+            median(samples.clone()),
+            p99
+        );
     }
     println!();
 }
@@ -179,7 +206,11 @@ fn with_custom_section(component: &[u8], tag: &str) -> Vec<u8> {
 }
 
 fn hot_swap(cache: &Path, wasm: &Path) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("processor.wasm");
@@ -252,12 +283,18 @@ fn main() {
     let cache = tempfile::tempdir().expect("cache dir");
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     println!("# shoal runtime benchmark\n");
     println!(
         "Machine: {} cores, {cpu}. Guest: `plugins/checksum` ({} bytes). Rounds per cell: {ROUNDS} (median).\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0)
     );
     let pooled = engine(true, cache.path());

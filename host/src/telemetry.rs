@@ -1,5 +1,7 @@
 //! Tracing set-up: human-readable events on stderr, filtered by `RUST_LOG` (default info).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber. Safe to call once per process.
@@ -9,5 +11,6 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
