@@ -17,27 +17,9 @@ struct Cli {
 enum Command {
     /// Run a plugin over records from a JSON-lines file, offline, printing each batch's
     /// outcome and timing (same sandbox, limits, traps and directives as the consumer).
-    Replay {
-        /// The processor component (.wasm).
-        #[arg(long)]
-        plugin: PathBuf,
-        /// Records as JSON lines in the archive format (`partition_key` and `data_base64`
-        /// or `data` required).
-        #[arg(long)]
-        input: PathBuf,
-        /// Config file for sandbox grants, limits, plugin settings and failure policy.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Records per batch.
-        #[arg(long, default_value_t = 100)]
-        batch_size: usize,
-        /// Shard id for input lines without one.
-        #[arg(long, default_value = "shardId-000000000000")]
-        shard_id: String,
-        /// Stream name passed to the guest.
-        #[arg(long, default_value = "replay")]
-        stream_name: String,
-    },
+    /// Run a plugin over records from a JSON-lines file, offline, printing each batch's
+    /// outcome and timing (same sandbox, limits, traps and directives as the consumer).
+    Replay(shoal::replay::ReplayOptions),
     /// Work with plugin files.
     Plugin {
         #[command(subcommand)]
@@ -79,22 +61,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Replay {
-            plugin,
-            input,
-            config,
-            batch_size,
-            shard_id,
-            stream_name,
-        } => {
-            let options = shoal::replay::ReplayOptions {
-                plugin,
-                input,
-                config,
-                batch_size,
-                shard_id,
-                stream_name,
-            };
+        Command::Replay(options) => {
             let mut stdout = std::io::stdout();
             let summary = shoal::replay::run(&options, &mut stdout).await?;
             Ok(if summary.bad_lines > 0 {

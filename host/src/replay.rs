@@ -22,20 +22,27 @@ use crate::delivery::{Disposition, Failure, OnPoison, ShardProcessor, now_ms};
 use crate::plugin::bindings::{Batch, KinesisRecord, ShardInfo, ShutdownReason};
 use crate::plugin::{InstanceConfig, PluginEngine};
 
-/// What to replay and how.
-#[derive(Debug, Clone)]
+/// What to replay and how (also the `shoal replay` command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ReplayOptions {
-    /// The component to run (overrides the config's `plugin.path`).
+    /// The processor component (.wasm); overrides the config's `plugin.path`.
+    #[arg(long)]
     pub plugin: PathBuf,
-    /// JSON-lines input.
+    /// Records as JSON lines in the archive format (`partition_key` and `data_base64` or
+    /// `data` required).
+    #[arg(long)]
     pub input: PathBuf,
-    /// Optional config file for sandbox, limits, settings and failure policy.
+    /// Config file for sandbox grants, limits, plugin settings and failure policy.
+    #[arg(long)]
     pub config: Option<PathBuf>,
     /// Records per batch.
+    #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
-    /// Shard id for lines that carry none.
+    /// Shard id for input lines without one.
+    #[arg(long, default_value = "shardId-000000000000")]
     pub shard_id: String,
     /// Stream name passed to the guest.
+    #[arg(long, default_value = "replay")]
     pub stream_name: String,
 }
 

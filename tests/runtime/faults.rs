@@ -17,15 +17,13 @@ use crate::fixtures::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_trap_kind_is_classified_dead_lettered_and_the_next_batch_runs_on_a_fresh_instance() {
     let engine = engine();
-    let plugin = load(&engine, "misbehave");
     let dead = tempfile::tempdir().expect("tempdir");
     let cancel = CancellationToken::new();
-    let mut shard = processor(
+    let mut shard = misbehave_shard(
         &engine,
-        plugin,
-        instance_config("shardId-faults", SandboxSettings::default(), test_limits()),
+        "shardId-faults",
         &[],
-        fast_failure(2),
+        2,
         OnPoison::DeadLetter(DeadLetterWriter::new(dead.path())),
     );
 
@@ -114,15 +112,13 @@ async fn each_trap_kind_is_classified_dead_lettered_and_the_next_batch_runs_on_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_errors_retry_on_the_same_instance_and_fatal_goes_straight_to_the_poison_policy() {
     let engine = engine();
-    let plugin = load(&engine, "misbehave");
     let dead = tempfile::tempdir().expect("tempdir");
     let cancel = CancellationToken::new();
-    let mut shard = processor(
+    let mut shard = misbehave_shard(
         &engine,
-        plugin,
-        instance_config("shardId-errors", SandboxSettings::default(), test_limits()),
+        "shardId-errors",
         &[],
-        fast_failure(3),
+        3,
         OnPoison::DeadLetter(DeadLetterWriter::new(dead.path())),
     );
     let first = shard.process(batch(1, &["x"]), &cancel).await.expect("ok");
@@ -160,20 +156,8 @@ async fn guest_errors_retry_on_the_same_instance_and_fatal_goes_straight_to_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directives_come_back_as_the_guest_returned_them() {
     let engine = engine();
-    let plugin = load(&engine, "misbehave");
     let cancel = CancellationToken::new();
-    let mut shard = processor(
-        &engine,
-        plugin,
-        instance_config(
-            "shardId-directives",
-            SandboxSettings::default(),
-            test_limits(),
-        ),
-        &[],
-        fast_failure(1),
-        OnPoison::GiveUp,
-    );
+    let mut shard = misbehave_shard(&engine, "shardId-directives", &[], 1, OnPoison::GiveUp);
     let at = |seq: u64| Position {
         sequence_number: format!("{seq:020}"),
         sub_sequence_number: 0,
@@ -205,16 +189,8 @@ async fn directives_come_back_as_the_guest_returned_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_policy_keeps_retrying_until_cancelled_and_writes_nothing() {
     let engine = engine();
-    let plugin = load(&engine, "misbehave");
     let cancel = CancellationToken::new();
-    let mut shard = processor(
-        &engine,
-        plugin,
-        instance_config("shardId-block", SandboxSettings::default(), test_limits()),
-        &[],
-        fast_failure(2),
-        OnPoison::Block,
-    );
+    let mut shard = misbehave_shard(&engine, "shardId-block", &[], 2, OnPoison::Block);
     let stopper = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -235,19 +211,17 @@ async fn block_policy_keeps_retrying_until_cancelled_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initialize_failures_follow_the_same_rules() {
     let engine = engine();
-    let plugin = load(&engine, "misbehave");
     let cancel = CancellationToken::new();
     for (mode, expect) in [
         ("retry", "guest error retry"),
         ("fatal", "guest error fatal"),
         ("panic", "trap panic"),
     ] {
-        let mut shard = processor(
+        let mut shard = misbehave_shard(
             &engine,
-            Arc::clone(&plugin),
-            instance_config("shardId-init", SandboxSettings::default(), test_limits()),
+            "shardId-init",
             &[("fail_initialize".to_string(), mode.to_string())],
-            fast_failure(2),
+            2,
             OnPoison::GiveUp,
         );
         let report = shard.process(batch(1, &["x"]), &cancel).await.expect("ok");
@@ -259,9 +233,9 @@ async fn initialize_failures_follow_the_same_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_guest_does_not_stall_another_shard() {
     let engine = engine();
-    let plugin = load(&engine, "misbehave");
     let mut limits = test_limits();
     limits.deadline = Duration::from_secs(3);
+    let plugin = load(&engine, "misbehave");
     let cancel = CancellationToken::new();
     let mut stuck = processor(
         &engine,

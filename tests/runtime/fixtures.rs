@@ -138,3 +138,21 @@ pub fn processor(
     let (_tx, rx) = tokio::sync::watch::channel(plugin);
     ShardProcessor::new(engine.clone(), rx, config, settings, failure, on_poison)
 }
+
+/// A shard processor running `misbehave` with no grants and the short test limits.
+pub fn misbehave_shard(
+    engine: &PluginEngine,
+    shard: &str,
+    settings: &[(String, String)],
+    max_attempts: u32,
+    on_poison: OnPoison,
+) -> ShardProcessor {
+    processor(
+        engine,
+        load(engine, "misbehave"),
+        instance_config(shard, SandboxSettings::default(), test_limits()),
+        settings,
+        fast_failure(max_attempts),
+        on_poison,
+    )
+}

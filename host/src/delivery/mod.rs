@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{FailurePolicy, PoisonPolicy};
 use crate::plugin::bindings::{Batch, CheckpointDirective, ShutdownReason};
@@ -136,6 +137,8 @@ pub struct ShardProcessor {
     failure: FailurePolicy,
     on_poison: OnPoison,
     instances_built: u64,
+    /// `shard{stream, shard, generation}`: every event of this shard's delivery is in it.
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for ShardProcessor {
@@ -158,6 +161,12 @@ impl ShardProcessor {
         on_poison: OnPoison,
     ) -> Self {
         let current = Arc::clone(&plugins.borrow_and_update());
+        let span = tracing::info_span!(
+            "shard",
+            stream = %config.shard.stream_name,
+            shard = %config.shard.shard_id,
+            generation = current.generation()
+        );
         Self {
             engine,
             plugins,
@@ -168,6 +177,7 @@ impl ShardProcessor {
             failure,
             on_poison,
             instances_built: 0,
+            span,
         }
     }
 
@@ -195,6 +205,22 @@ impl ShardProcessor {
         batch: Arc<Batch>,
         cancel: &CancellationToken,
     ) -> Result<BatchReport, Cancelled> {
+        let span = self.span.clone();
+        self.deliver(batch, cancel).instrument(span).await
+    }
+
+    /// Stop using the guest: call its `shutdown(reason)` if an instance is live, then
+    /// drop it. A trap here is logged; there is nothing left to retry.
+    pub async fn shutdown(&mut self, reason: ShutdownReason) {
+        let span = self.span.clone();
+        self.shutdown_instance(reason).instrument(span).await
+    }
+
+    async fn deliver(
+        &mut self,
+        batch: Arc<Batch>,
+        cancel: &CancellationToken,
+    ) -> Result<BatchReport, Cancelled> {
         let started = Instant::now();
         let mut failures = Vec::new();
         let mut consecutive: u32 = 0;
@@ -206,8 +232,8 @@ impl ShardProcessor {
                 Ok((directive, stats, serial)) => {
                     if consecutive > 0 {
                         tracing::info!(
-                            stream = %self.config.shard.stream_name, shard = self.shard_id(), generation,
-                            attempts = consecutive + 1, "batch processed after {consecutive} failed attempt(s)"
+                            attempts = consecutive + 1,
+                            "batch processed after {consecutive} failed attempt(s)"
                         );
                     }
                     return Ok(BatchReport {
@@ -260,7 +286,6 @@ impl ShardProcessor {
                                 if !announced_poison {
                                     announced_poison = true;
                                     tracing::error!(
-                                        stream = %self.config.shard.stream_name, shard = self.shard_id(), generation,
                                         attempts = consecutive,
                                         "batch poisoned ({failure}); policy `block`: retrying until it succeeds or a new plugin generation fixes it"
                                     );
@@ -284,9 +309,7 @@ impl ShardProcessor {
         }
     }
 
-    /// Stop using the guest: call its `shutdown(reason)` if an instance is live, then
-    /// drop it. A trap here is logged; there is nothing left to retry.
-    pub async fn shutdown(&mut self, reason: ShutdownReason) {
+    async fn shutdown_instance(&mut self, reason: ShutdownReason) {
         let Some(mut instance) = self.instance.take() else {
             return;
         };
@@ -294,10 +317,10 @@ impl ShardProcessor {
         let generation = self.current.generation();
         match tokio::task::spawn_blocking(move || instance.shutdown(reason)).await {
             Ok(CallOutcome::Trap(trap)) => tracing::warn!(
-                stream = %self.config.shard.stream_name, shard, generation, %reason, "guest trapped in shutdown: {trap}"
+                %reason, "guest trapped in shutdown: {trap}"
             ),
             Ok(_) => {
-                tracing::debug!(stream = %self.config.shard.stream_name, shard, generation, %reason, "guest shut down")
+                tracing::debug!(%reason, "guest shut down")
             }
             Err(e) => tracing::error!(shard, generation, "guest shutdown task failed: {e}"),
         }
@@ -312,10 +335,9 @@ impl ShardProcessor {
         if next.generation() == self.current.generation() {
             return;
         }
-        self.shutdown(ShutdownReason::Requested).await;
+        self.shutdown_instance(ShutdownReason::Requested).await;
+        self.span.record("generation", next.generation());
         tracing::info!(
-            stream = %self.config.shard.stream_name,
-            shard = self.shard_id(),
             old_generation = self.current.generation(),
             new_generation = next.generation(),
             "shard switched plugin generation {} → {}",
@@ -395,29 +417,30 @@ impl ShardProcessor {
     }
 
     fn log_failure(&self, failure: &Failure, attempt: u32, records: usize) {
-        let stream = &self.config.shard.stream_name;
-        let shard = self.shard_id();
-        let generation = self.current.generation();
         match failure {
             Failure::Trap(trap) => tracing::error!(
-                stream = %stream, shard, generation, attempt, records, trap = trap.kind.label(),
+                attempt,
+                records,
+                trap = trap.kind.label(),
                 "guest trapped ({}): {}; instance discarded, will rebuild{}",
                 trap.kind,
                 trap.message,
-                trap.backtrace.as_deref().map(|b| format!("\nguest backtrace:\n{b}")).unwrap_or_default()
+                trap.backtrace
+                    .as_deref()
+                    .map(|b| format!("\nguest backtrace:\n{b}"))
+                    .unwrap_or_default()
             ),
             Failure::Guest(e) => {
-                tracing::warn!(stream = %stream, shard, generation, attempt, records, "{e}")
+                tracing::warn!(attempt, records, "{e}")
             }
             Failure::Setup(m) => {
-                tracing::error!(stream = %stream, shard, generation, attempt, "cannot build instance: {m}")
+                tracing::error!(attempt, "cannot build instance: {m}")
             }
         }
     }
 
     fn labels(&self) -> Labels {
         Labels {
-            stream: self.config.shard.stream_name.clone(),
             shard: self.shard_id().to_string(),
             generation: self.current.generation(),
             digest: self.current.digest().to_string(),
@@ -425,9 +448,8 @@ impl ShardProcessor {
     }
 }
 
-/// Who a log line or dead letter is about, owned so it can cross an await.
+/// Who a dead letter is about, owned so it can cross an await.
 struct Labels {
-    stream: String,
     shard: String,
     generation: u64,
     digest: String,
@@ -443,7 +465,6 @@ async fn dead_letter(
     attempts: u32,
 ) -> Option<PathBuf> {
     let Labels {
-        stream,
         shard,
         generation,
         digest,
@@ -466,17 +487,17 @@ async fn dead_letter(
     match result {
         Ok(Ok(file)) => {
             tracing::warn!(
-                stream = %stream, shard, generation, attempts, file = %file.display(),
+                attempts, file = %file.display(),
                 "batch dead-lettered ({failure}); moving past it"
             );
             Some(file)
         }
         Ok(Err(e)) => {
-            tracing::error!(stream = %stream, shard, generation, "cannot dead-letter the batch, will retry it: {e:#}");
+            tracing::error!("cannot dead-letter the batch, will retry it: {e:#}");
             None
         }
         Err(e) => {
-            tracing::error!(stream = %stream, shard, generation, "dead-letter task failed, will retry the batch: {e}");
+            tracing::error!("dead-letter task failed, will retry the batch: {e}");
             None
         }
     }
