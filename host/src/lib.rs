@@ -3,18 +3,32 @@
 //!
 //! # Layout
 //! - [`config`]: TOML file structs → validated [`config::Settings`]; errors name file, line, key.
+//! - [`consumer`]: `shoal run`: builds the clients, runs shard sync, the coordinator and workers.
 //! - [`plugin`]: the WebAssembly runtime — [`plugin::PluginEngine`] (per process),
 //!   [`plugin::Plugin`] (per .wasm generation), [`plugin::ProcessorInstance`] (per shard);
 //!   sandbox, limits, classified outcomes, artifact cache, hot reload.
 //! - [`delivery`]: one shard's batches through the guest: retries, back-off, instance
 //!   rebuilds, the poison policy, generation switches at batch boundaries.
+//! - [`source`]: where records come from: the `ShardSource` trait, Kinesis and local files.
+//! - [`lease`]: the `LeaseStore` trait (KCL 2.x schema), DynamoDB and SQLite.
+//! - [`kpl`]: KPL aggregate de-aggregation.
+//! - [`aws`]: SDK config and error classification shared by Kinesis and DynamoDB.
 //! - [`archive_format`]: the JSON-lines record format of `archive`, dead letters and replay.
 //! - [`replay`]: `shoal replay`, the offline edit-run loop for plugin authors.
+//! - [`shard_sync`]: leases for every shard, with lineage; cleanup of finished ones.
+//! - [`worker`]: one task per owned shard: fetch, de-aggregate, deliver, checkpoint, pace.
 //! - [`telemetry`]: tracing set-up.
 
 pub mod archive_format;
+pub mod aws;
 pub mod config;
+pub mod consumer;
 pub mod delivery;
+pub mod kpl;
+pub mod lease;
 pub mod plugin;
 pub mod replay;
+pub mod shard_sync;
+pub mod source;
 pub mod telemetry;
+pub mod worker;

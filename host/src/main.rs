@@ -15,8 +15,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a plugin over records from a JSON-lines file, offline, printing each batch's
-    /// outcome and timing (same sandbox, limits, traps and directives as the consumer).
+    /// Consume a stream: shard sync, leases, one sandboxed processor instance per shard.
+    /// SIGTERM or Ctrl-C finishes in-flight batches, checkpoints and releases the leases.
+    Run {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run a plugin over records from a JSON-lines file, offline, printing each batch's
     /// outcome and timing (same sandbox, limits, traps and directives as the consumer).
     Replay(shoal::replay::ReplayOptions),
@@ -61,6 +66,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { config } => {
+            let settings = shoal::config::load(&config)?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(forward_signals(shutdown.clone()));
+            shoal::consumer::run(settings, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay(options) => {
             let mut stdout = std::io::stdout();
             let summary = shoal::replay::run(&options, &mut stdout).await?;
@@ -96,4 +108,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// The first SIGTERM/SIGINT starts a graceful shutdown; a second one exits at once.
+async fn forward_signals(shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("shoal: cannot listen for SIGTERM/SIGINT; stop with SIGKILL");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("signal received: shutting down gracefully (send it again to exit at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    eprintln!("shoal: second signal, exiting without waiting");
+    std::process::exit(130);
 }

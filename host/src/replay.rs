@@ -77,6 +77,7 @@ pub async fn run(
         None => Settings {
             engine: Default::default(),
             plugin: None,
+            consumer: None,
         },
     };
     let mut plugin_settings = settings.plugin.clone().unwrap_or_else(|| {

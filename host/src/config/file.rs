@@ -16,6 +16,81 @@ pub struct ConfigFile {
     pub engine: EngineFile,
     /// `[plugin]`: the processor component and its sandbox.
     pub plugin: Option<PluginFile>,
+    /// `[consumer]`: application, worker, positions, pacing, leases timing.
+    pub consumer: Option<ConsumerFile>,
+    /// `[source]`: where records come from.
+    pub source: Option<SourceFile>,
+    /// `[leases]`: where leases and checkpoints live.
+    pub leases: Option<LeasesFile>,
+}
+
+/// `[consumer]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerFile {
+    /// Application name: the lease table (DynamoDB) or partition (SQLite).
+    pub application: Spanned<String>,
+    /// This worker's id (default: host name + pid + random suffix).
+    pub worker_id: Option<String>,
+    /// `TRIM_HORIZON` (default), `LATEST` or `AT_TIMESTAMP`.
+    pub initial_position: Option<Spanned<String>>,
+    /// RFC 3339 time, with `AT_TIMESTAMP`.
+    pub initial_timestamp: Option<Spanned<String>>,
+    /// Records per GetRecords call (1 to 10,000; default 10,000).
+    pub max_records: Option<Spanned<u32>>,
+    /// Sleep when caught up and a fetch returned nothing (default 500 ms).
+    #[serde(default, with = "humantime_serde::option")]
+    pub idle_time_between_reads: Option<Duration>,
+    /// Lease duration (default 10 s); renewals every third of it.
+    #[serde(default, with = "humantime_serde::option")]
+    pub lease_duration: Option<Duration>,
+    /// Most leases this worker takes (default: no limit).
+    pub max_leases_per_worker: Option<Spanned<u32>>,
+    /// Shard sync period, ±50 % jitter (default 60 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub shard_sync_interval: Option<Duration>,
+    /// Coalesce checkpoint writes (default 0: every directive).
+    #[serde(default, with = "humantime_serde::option")]
+    pub checkpoint_interval: Option<Duration>,
+    /// Deliver empty batches to the guest (default false).
+    pub deliver_empty_batches: Option<bool>,
+    /// Longest a graceful shutdown may take (default 30 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub shutdown_timeout: Option<Duration>,
+}
+
+/// `[source]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// `kinesis` or `local`.
+    pub kind: Spanned<String>,
+    /// Stream name (Kinesis; for `local`, the name shown to guests).
+    pub stream_name: Option<Spanned<String>>,
+    /// Stream ARN (Kinesis; instead of or with `stream_name`).
+    pub stream_arn: Option<String>,
+    /// Directory of `<shard-id>.jsonl` files (`local`).
+    pub directory: Option<Spanned<String>>,
+    /// AWS region (default: the SDK's default chain).
+    pub region: Option<String>,
+    /// Endpoint override, e.g. `http://127.0.0.1:4568`.
+    pub endpoint: Option<String>,
+}
+
+/// `[leases]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesFile {
+    /// `dynamodb` or `sqlite`.
+    pub kind: Spanned<String>,
+    /// SQLite database file (`sqlite`).
+    pub path: Option<Spanned<String>>,
+    /// DynamoDB table name (default: the application name).
+    pub table: Option<String>,
+    /// AWS region (default: the SDK's default chain).
+    pub region: Option<String>,
+    /// Endpoint override, e.g. `http://127.0.0.1:8000`.
+    pub endpoint: Option<String>,
 }
 
 /// `[engine]`

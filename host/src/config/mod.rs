@@ -136,7 +136,202 @@ impl Validator<'_> {
         if let Some(p) = &plugin {
             engine.memory_bytes = p.limits.memory_bytes;
         }
-        Ok(Settings { engine, plugin })
+        let consumer = match (file.consumer, file.source, file.leases) {
+            (None, None, None) => None,
+            (Some(c), Some(source), Some(leases)) => Some(self.consumer(c, source, leases)?),
+            (c, source, leases) => {
+                let missing: Vec<&str> = [
+                    ("[consumer]", c.is_none()),
+                    ("[source]", source.is_none()),
+                    ("[leases]", leases.is_none()),
+                ]
+                .into_iter()
+                .filter(|(_, m)| *m)
+                .map(|(n, _)| n)
+                .collect();
+                return Err(ConfigError {
+                    file: self.path.to_path_buf(),
+                    line: None,
+                    key: None,
+                    message: format!(
+                        "a consumer needs [consumer], [source] and [leases]; missing {}",
+                        missing.join(", ")
+                    ),
+                });
+            }
+        };
+        Ok(Settings {
+            engine,
+            plugin,
+            consumer,
+        })
+    }
+
+    fn consumer(
+        &self,
+        c: file::ConsumerFile,
+        source: file::SourceFile,
+        leases: file::LeasesFile,
+    ) -> Result<ConsumerSettings, ConfigError> {
+        let application = c.application.get_ref().trim().to_string();
+        if application.is_empty()
+            || !application
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        {
+            return Err(self.error(Some(c.application.span()), "consumer.application", "must be non-empty and use only letters, digits, '-', '_' and '.' (it names the lease table)".into()));
+        }
+        let initial_position = match c
+            .initial_position
+            .as_ref()
+            .map(|p| (p.get_ref().as_str(), p.span()))
+        {
+            None | Some(("TRIM_HORIZON", _)) => InitialPosition::TrimHorizon,
+            Some(("LATEST", _)) => InitialPosition::Latest,
+            Some(("AT_TIMESTAMP", span)) => {
+                let Some(ts) = &c.initial_timestamp else {
+                    return Err(self.error(Some(span), "consumer.initial_position", "AT_TIMESTAMP needs `initial_timestamp` (RFC 3339, e.g. 2026-11-23T10:00:00Z)".into()));
+                };
+                let time = humantime::parse_rfc3339_weak(ts.get_ref()).map_err(|e| {
+                    self.error(
+                        Some(ts.span()),
+                        "consumer.initial_timestamp",
+                        format!("not an RFC 3339 time: {e}"),
+                    )
+                })?;
+                let ms = time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                InitialPosition::AtTimestamp(ms)
+            }
+            Some((other, span)) => {
+                return Err(self.error(
+                    Some(span),
+                    "consumer.initial_position",
+                    format!("{other:?} is not TRIM_HORIZON, LATEST or AT_TIMESTAMP"),
+                ));
+            }
+        };
+        let max_records = match &c.max_records {
+            Some(n) if !(1..=10_000).contains(n.get_ref()) => {
+                return Err(self.error(
+                    Some(n.span()),
+                    "consumer.max_records",
+                    "must be 1 to 10000 (the GetRecords limit)".into(),
+                ));
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => defaults::MAX_RECORDS,
+        };
+        let lease_duration = c.lease_duration.unwrap_or(defaults::LEASE_DURATION);
+        if lease_duration < std::time::Duration::from_millis(300) {
+            return Err(self.error(
+                find_line_span(self.source, "lease_duration"),
+                "consumer.lease_duration",
+                "must be at least 300ms".into(),
+            ));
+        }
+        let source = match source.kind.get_ref().as_str() {
+            "kinesis" => {
+                if source.stream_name.is_none() && source.stream_arn.is_none() {
+                    return Err(self.error(
+                        Some(source.kind.span()),
+                        "source.stream_name",
+                        "a kinesis source needs `stream_name` or `stream_arn`".into(),
+                    ));
+                }
+                SourceSettings::Kinesis {
+                    stream_name: source.stream_name.map(|s| s.into_inner()),
+                    stream_arn: source.stream_arn,
+                    region: source.region,
+                    endpoint: source.endpoint,
+                }
+            }
+            "local" => {
+                let Some(dir) = &source.directory else {
+                    return Err(self.error(
+                        Some(source.kind.span()),
+                        "source.directory",
+                        "a local source needs `directory` (one <shard-id>.jsonl file per shard)"
+                            .into(),
+                    ));
+                };
+                let directory = self.resolve(dir.get_ref());
+                std::fs::create_dir_all(&directory).map_err(|e| {
+                    self.error(
+                        Some(dir.span()),
+                        "source.directory",
+                        format!("cannot create {}: {e}", directory.display()),
+                    )
+                })?;
+                SourceSettings::Local {
+                    directory,
+                    stream_name: source
+                        .stream_name
+                        .map(|s| s.into_inner())
+                        .unwrap_or_else(|| "local".to_string()),
+                }
+            }
+            other => {
+                return Err(self.error(
+                    Some(source.kind.span()),
+                    "source.kind",
+                    format!("{other:?} is not `kinesis` or `local`"),
+                ));
+            }
+        };
+        let leases = match leases.kind.get_ref().as_str() {
+            "dynamodb" => LeaseStoreSettings::DynamoDb {
+                table: leases.table.unwrap_or_else(|| application.clone()),
+                region: leases.region,
+                endpoint: leases.endpoint,
+            },
+            "sqlite" => {
+                let Some(path) = &leases.path else {
+                    return Err(self.error(
+                        Some(leases.kind.span()),
+                        "leases.path",
+                        "an sqlite lease store needs `path`".into(),
+                    ));
+                };
+                LeaseStoreSettings::Sqlite {
+                    path: self.resolve(path.get_ref()),
+                }
+            }
+            other => {
+                return Err(self.error(
+                    Some(leases.kind.span()),
+                    "leases.kind",
+                    format!("{other:?} is not `dynamodb` or `sqlite`"),
+                ));
+            }
+        };
+        Ok(ConsumerSettings {
+            application,
+            worker_id: c
+                .worker_id
+                .filter(|w| !w.trim().is_empty())
+                .unwrap_or_else(default_worker_id),
+            initial_position,
+            max_records,
+            idle_time_between_reads: c
+                .idle_time_between_reads
+                .unwrap_or(defaults::IDLE_TIME_BETWEEN_READS),
+            lease_duration,
+            max_leases_per_worker: c
+                .max_leases_per_worker
+                .map(|n| *n.get_ref() as usize)
+                .filter(|n| *n > 0),
+            shard_sync_interval: c
+                .shard_sync_interval
+                .unwrap_or(defaults::SHARD_SYNC_INTERVAL),
+            checkpoint_interval: c.checkpoint_interval.unwrap_or_default(),
+            deliver_empty_batches: c.deliver_empty_batches.unwrap_or(false),
+            shutdown_timeout: c.shutdown_timeout.unwrap_or(defaults::SHUTDOWN_TIMEOUT),
+            source,
+            leases,
+        })
     }
 
     fn plugin(&self, p: file::PluginFile) -> Result<PluginSettings, ConfigError> {
@@ -437,6 +632,40 @@ mod tests {
         let err = parse_str("[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\ndirs = [{ host = \"/definitely/not/here\" }]\n").unwrap_err();
         assert_eq!(err.line, Some(4));
         assert!(err.message.contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_consumer_config_validates_and_names_bad_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("c.toml");
+        let ok = "[plugin]\npath = \"x.wasm\"\n[consumer]\napplication = \"app\"\ninitial_position = \"LATEST\"\nlease_duration = \"2s\"\n[source]\nkind = \"local\"\ndirectory = \"stream\"\n[leases]\nkind = \"sqlite\"\npath = \"state/leases.db\"\n";
+        let c = parse(&cfg, ok).expect("valid").consumer.expect("consumer");
+        assert_eq!(c.initial_position, InitialPosition::Latest);
+        assert_eq!(c.lease_duration, std::time::Duration::from_secs(2));
+        assert_eq!(
+            c.leases,
+            LeaseStoreSettings::Sqlite {
+                path: dir.path().join("state/leases.db")
+            }
+        );
+        assert!(c.worker_id.contains(&std::process::id().to_string()));
+
+        let err = parse(&cfg, &ok.replace("LATEST", "EARLIEST")).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(5), Some("consumer.initial_position"))
+        );
+        let err = parse(&cfg, &ok.replace("kind = \"local\"", "kind = \"kafka\"")).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("source.kind"));
+        let err = parse(
+            &cfg,
+            &ok.replace(
+                "[leases]\nkind = \"sqlite\"\npath = \"state/leases.db\"\n",
+                "",
+            ),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("missing [leases]"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,92 @@ pub struct Settings {
     pub engine: EngineSettings,
     /// The processor plugin, if the config names one.
     pub plugin: Option<PluginSettings>,
+    /// The consumer (source, leases, worker behaviour), if configured.
+    pub consumer: Option<ConsumerSettings>,
+}
+
+/// Everything `shoal run` needs besides the plugin.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Application name.
+    pub application: String,
+    /// This worker's id.
+    pub worker_id: String,
+    /// Where new root shards start.
+    pub initial_position: InitialPosition,
+    /// Records per fetch.
+    pub max_records: usize,
+    /// Idle sleep when caught up.
+    pub idle_time_between_reads: Duration,
+    /// Lease duration.
+    pub lease_duration: Duration,
+    /// Lease cap for this worker.
+    pub max_leases_per_worker: Option<usize>,
+    /// Shard sync period.
+    pub shard_sync_interval: Duration,
+    /// Checkpoint coalescing interval.
+    pub checkpoint_interval: Duration,
+    /// Deliver empty batches.
+    pub deliver_empty_batches: bool,
+    /// Graceful shutdown limit.
+    pub shutdown_timeout: Duration,
+    /// The source.
+    pub source: SourceSettings,
+    /// The lease store.
+    pub leases: LeaseStoreSettings,
+}
+
+/// Where new root shards start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitialPosition {
+    /// The oldest record.
+    TrimHorizon,
+    /// New records only.
+    Latest,
+    /// Records from this time on (ms since the epoch).
+    AtTimestamp(i64),
+}
+
+/// The record source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSettings {
+    /// Amazon Kinesis (or an emulator).
+    Kinesis {
+        /// Stream name.
+        stream_name: Option<String>,
+        /// Stream ARN.
+        stream_arn: Option<String>,
+        /// Region override.
+        region: Option<String>,
+        /// Endpoint override.
+        endpoint: Option<String>,
+    },
+    /// A directory of JSON-lines shard files.
+    Local {
+        /// The directory (absolute).
+        directory: PathBuf,
+        /// Stream name shown to guests.
+        stream_name: String,
+    },
+}
+
+/// The lease store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseStoreSettings {
+    /// Amazon DynamoDB (or DynamoDB Local), KCL 2.x schema.
+    DynamoDb {
+        /// Table name.
+        table: String,
+        /// Region override.
+        region: Option<String>,
+        /// Endpoint override.
+        endpoint: Option<String>,
+    },
+    /// An SQLite file shared by the processes of one machine.
+    Sqlite {
+        /// The database file (absolute).
+        path: PathBuf,
+    },
 }
 
 /// Per-process engine settings.
@@ -124,6 +210,16 @@ pub mod defaults {
     pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
     /// Debounce for plugin file events.
     pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
+    /// GetRecords limit per call.
+    pub const MAX_RECORDS: usize = 10_000;
+    /// Idle sleep when caught up.
+    pub const IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(500);
+    /// KCL's default failover time.
+    pub const LEASE_DURATION: Duration = Duration::from_secs(10);
+    /// Shard sync period.
+    pub const SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+    /// Graceful shutdown limit.
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 impl Default for EngineSettings {
@@ -184,4 +280,19 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(|h| PathBuf::from(h).join(".cache/shoal"))
+}
+
+/// `<host name>-<pid>-<random>`: unique per process, readable in the lease table.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "shoal".to_string());
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        fastrand::u32(..0x100_0000)
+    )
 }

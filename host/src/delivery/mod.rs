@@ -131,7 +131,10 @@ pub struct ShardProcessor {
     engine: PluginEngine,
     plugins: watch::Receiver<Arc<Plugin>>,
     current: Arc<Plugin>,
-    instance: Option<ProcessorInstance>,
+    /// Only ever accessed through `&mut self` (`Mutex::get_mut`, no locking): the mutex
+    /// just makes the processor `Sync`, as a wasmtime `Store` is not, so futures that
+    /// borrow it across an await can run on any thread.
+    instance: std::sync::Mutex<Option<ProcessorInstance>>,
     config: Arc<InstanceConfig>,
     guest_settings: Arc<[(String, String)]>,
     failure: FailurePolicy,
@@ -171,7 +174,7 @@ impl ShardProcessor {
             engine,
             plugins,
             current,
-            instance: None,
+            instance: std::sync::Mutex::new(None),
             config: Arc::new(config),
             guest_settings: guest_settings.into(),
             failure,
@@ -189,6 +192,10 @@ impl ShardProcessor {
     /// The generation in use.
     pub fn generation(&self) -> u64 {
         self.current.generation()
+    }
+
+    fn live_instance(&mut self) -> &mut Option<ProcessorInstance> {
+        self.instance.get_mut().unwrap_or_else(|p| p.into_inner())
     }
 
     fn shard_id(&self) -> &str {
@@ -310,7 +317,7 @@ impl ShardProcessor {
     }
 
     async fn shutdown_instance(&mut self, reason: ShutdownReason) {
-        let Some(mut instance) = self.instance.take() else {
+        let Some(mut instance) = self.live_instance().take() else {
             return;
         };
         let shard = self.shard_id().to_string();
@@ -353,7 +360,7 @@ impl ShardProcessor {
         &mut self,
         batch: Arc<Batch>,
     ) -> Result<(CheckpointDirective, CallStats, u64), (Failure, Option<u64>)> {
-        let instance = match self.instance.take() {
+        let instance = match self.live_instance().take() {
             Some(instance) => instance,
             None => self.build_instance().await.map_err(|f| (f, None))?,
         };
@@ -373,11 +380,11 @@ impl ShardProcessor {
         let stats = instance.last_call();
         match outcome {
             CallOutcome::Ok(directive) => {
-                self.instance = Some(instance);
+                *self.live_instance() = Some(instance);
                 Ok((directive, stats, serial))
             }
             CallOutcome::GuestError(e) => {
-                self.instance = Some(instance);
+                *self.live_instance() = Some(instance);
                 Err((Failure::Guest(e), Some(serial)))
             }
             CallOutcome::Trap(trap) => {

@@ -1,0 +1,364 @@
+//! `shoal run`: resolves the config and builds every client first, then runs shard sync,
+//! the lease coordinator and one shard worker per held lease, until a shutdown signal.
+//!
+//! Shutdown is structured: stop taking leases, let every worker finish its batch,
+//! checkpoint, call `shutdown(requested)` and release its lease, with one timeout around
+//! the whole of it; leases still held at the timeout are released by the coordinator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{
+    ConsumerSettings, InitialPosition, LeaseStoreSettings, PluginSettings, Settings, SourceSettings,
+};
+use crate::delivery::{OnPoison, ShardProcessor};
+use crate::lease::coordinator::{CoordinatorSettings, HeldLease, LeaseCoordinator};
+use crate::lease::dynamo::DynamoLeaseStore;
+use crate::lease::sqlite::SqliteLeaseStore;
+use crate::lease::{Checkpoint, LeaseStore};
+use crate::plugin::bindings::ShardInfo;
+use crate::plugin::reload::{PluginUpdates, ReloadOptions, spawn_reloader};
+use crate::plugin::{InstanceConfig, PluginEngine};
+use crate::shard_sync::{jittered_interval, sync_shards};
+use crate::source::kinesis::KinesisSource;
+use crate::source::local::LocalSource;
+use crate::source::{ShardSource, StartPosition};
+use crate::worker::{ShardWorker, WorkerExit, WorkerSettings, WorkerStats};
+
+/// How often progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Build the configured source.
+pub async fn build_source(settings: &SourceSettings) -> Arc<dyn ShardSource> {
+    match settings {
+        SourceSettings::Local {
+            directory,
+            stream_name,
+        } => Arc::new(LocalSource::new(directory, stream_name)),
+        SourceSettings::Kinesis {
+            stream_name,
+            stream_arn,
+            region,
+            endpoint,
+        } => Arc::new(
+            KinesisSource::connect(
+                stream_name.as_deref(),
+                stream_arn.as_deref(),
+                region.as_deref(),
+                endpoint.as_deref(),
+            )
+            .await,
+        ),
+    }
+}
+
+/// Build the configured lease store (not yet prepared).
+pub async fn build_store(
+    settings: &LeaseStoreSettings,
+    application: &str,
+) -> anyhow::Result<Arc<dyn LeaseStore>> {
+    Ok(match settings {
+        LeaseStoreSettings::Sqlite { path } => Arc::new(SqliteLeaseStore::open(path, application)?),
+        LeaseStoreSettings::DynamoDb {
+            table,
+            region,
+            endpoint,
+        } => {
+            Arc::new(DynamoLeaseStore::connect(table, region.as_deref(), endpoint.as_deref()).await)
+        }
+    })
+}
+
+fn initial_checkpoint(position: &InitialPosition) -> Checkpoint {
+    match position {
+        InitialPosition::TrimHorizon => Checkpoint::TrimHorizon,
+        InitialPosition::Latest => Checkpoint::Latest,
+        InitialPosition::AtTimestamp(_) => Checkpoint::AtTimestamp,
+    }
+}
+
+fn start_position(position: &InitialPosition) -> StartPosition {
+    match position {
+        InitialPosition::TrimHorizon => StartPosition::TrimHorizon,
+        InitialPosition::Latest => StartPosition::Latest,
+        InitialPosition::AtTimestamp(ms) => StartPosition::AtTimestamp(*ms),
+    }
+}
+
+/// Run the consumer until `shutdown` is cancelled (SIGTERM/SIGINT in `main`).
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let consumer = settings
+        .consumer
+        .clone()
+        .context("the config has no [consumer], [source] and [leases] sections")?;
+    let plugin_settings = settings
+        .plugin
+        .clone()
+        .context("the config has no [plugin] section")?;
+    let mut engine_settings = settings.engine.clone();
+    engine_settings.memory_bytes = plugin_settings.limits.memory_bytes;
+
+    // Everything is resolved and built before any worker starts.
+    let source = build_source(&consumer.source).await;
+    let store = build_store(&consumer.leases, &consumer.application).await?;
+    store
+        .prepare()
+        .await
+        .context("cannot prepare the lease store")?;
+    let engine = PluginEngine::new(&engine_settings)?;
+    let plugin = {
+        let (engine, path) = (engine.clone(), plugin_settings.path.clone());
+        tokio::task::spawn_blocking(move || engine.load_file(&path, 1)).await??
+    };
+    tracing::info!(
+        worker = %consumer.worker_id,
+        application = %consumer.application,
+        stream = %source.stream_name(),
+        plugin = %plugin.path().display(),
+        generation = 1,
+        digest = plugin.short_digest(),
+        "shoal consumer starting"
+    );
+    let reload_cancel = CancellationToken::new();
+    let (updates, _reload, reloader) = spawn_reloader(
+        engine.clone(),
+        Arc::new(plugin),
+        ReloadOptions {
+            debounce: plugin_settings.reload_debounce,
+            watch_file: plugin_settings.watch,
+            on_sighup: true,
+        },
+        reload_cancel.clone(),
+    )?;
+
+    let initial = initial_checkpoint(&consumer.initial_position);
+    let sync_cancel = CancellationToken::new();
+    let sync_task = {
+        let (source, store, cancel, interval) = (
+            Arc::clone(&source),
+            Arc::clone(&store),
+            sync_cancel.clone(),
+            consumer.shard_sync_interval,
+        );
+        let initial = initial.clone();
+        // The first sync runs before the coordinator's first tick so new shards have leases.
+        if let Err(e) = sync_shards(source.as_ref(), store.as_ref(), &initial).await {
+            tracing::warn!("initial shard sync failed, will retry: {e}");
+        }
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(jittered_interval(interval)) => {}
+                }
+                match sync_shards(source.as_ref(), store.as_ref(), &initial).await {
+                    Ok(s) if !s.created.is_empty() || !s.deleted.is_empty() => {
+                        tracing::info!(created = ?s.created, deleted = ?s.deleted, shards = s.shards, "shard sync");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("shard sync failed, will retry: {e}"),
+                }
+            }
+        })
+    };
+
+    let scheduler = Scheduler {
+        source,
+        store: Arc::clone(&store),
+        engine,
+        updates,
+        plugin: plugin_settings,
+        worker: worker_settings(&consumer),
+        workers_shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        stats: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
+    };
+    let mut coordinator = LeaseCoordinator::new(
+        store,
+        CoordinatorSettings {
+            worker_id: consumer.worker_id.clone(),
+            lease_duration: consumer.lease_duration,
+            max_leases: consumer.max_leases_per_worker,
+        },
+    );
+    scheduler.run(&mut coordinator, &consumer, &shutdown).await;
+
+    sync_cancel.cancel();
+    reload_cancel.cancel();
+    let _ = sync_task.await;
+    let _ = reloader.await;
+    tracing::info!("shoal consumer stopped");
+    Ok(())
+}
+
+fn worker_settings(c: &ConsumerSettings) -> WorkerSettings {
+    WorkerSettings {
+        max_records: c.max_records,
+        idle_time: c.idle_time_between_reads,
+        checkpoint_interval: c.checkpoint_interval,
+        initial_position: start_position(&c.initial_position),
+        deliver_empty_batches: c.deliver_empty_batches,
+        backoff_initial: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(10),
+    }
+}
+
+/// Spawns shard workers for acquired leases and winds them down at shutdown.
+struct Scheduler {
+    source: Arc<dyn ShardSource>,
+    store: Arc<dyn LeaseStore>,
+    engine: PluginEngine,
+    updates: PluginUpdates,
+    plugin: PluginSettings,
+    worker: WorkerSettings,
+    workers_shutdown: CancellationToken,
+    tracker: TaskTracker,
+    stats: Arc<std::sync::Mutex<BTreeMap<String, Arc<WorkerStats>>>>,
+}
+
+impl Scheduler {
+    async fn run(
+        &self,
+        coordinator: &mut LeaseCoordinator,
+        consumer: &ConsumerSettings,
+        shutdown: &CancellationToken,
+    ) {
+        let tick = coordinator.settings().tick();
+        let mut next_progress = tokio::time::Instant::now() + PROGRESS_EVERY;
+        let mut last_records = 0u64;
+        loop {
+            match coordinator.tick().await {
+                Ok((summary, acquired)) => {
+                    if !summary.taken.is_empty()
+                        || summary.stolen.is_some()
+                        || !summary.lost.is_empty()
+                    {
+                        tracing::info!(
+                            held = summary.held, target = summary.target, workers = summary.workers,
+                            taken = ?summary.taken, stolen = ?summary.stolen, lost = ?summary.lost,
+                            "leases changed"
+                        );
+                    }
+                    for held in acquired {
+                        self.spawn_worker(held, coordinator);
+                    }
+                }
+                Err(e) => tracing::warn!("lease coordinator tick failed, will retry: {e}"),
+            }
+            if tokio::time::Instant::now() >= next_progress {
+                next_progress += PROGRESS_EVERY;
+                last_records = self.log_progress(coordinator, last_records);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+
+        tracing::info!(
+            held = coordinator.held().len(),
+            "shutting down: finishing in-flight batches, checkpointing, releasing leases"
+        );
+        coordinator.drain();
+        self.workers_shutdown.cancel();
+        self.tracker.close();
+        let deadline = tokio::time::Instant::now() + consumer.shutdown_timeout;
+        // Keep renewing while workers finish, so no peer takes a lease mid-checkpoint.
+        loop {
+            tokio::select! {
+                _ = self.tracker.wait() => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!("shutdown timeout reached; releasing the remaining leases");
+                    break;
+                }
+                _ = tokio::time::sleep(tick) => {
+                    if let Err(e) = coordinator.tick().await {
+                        tracing::warn!("lease renewal during shutdown failed: {e}");
+                    }
+                }
+            }
+        }
+        for held in coordinator.held() {
+            held.lost().cancel();
+            if let Err(e) = held.release(self.store.as_ref()).await {
+                tracing::warn!(lease = held.key(), "cannot release lease at shutdown: {e}");
+            }
+            coordinator.forget(held.key());
+        }
+        self.log_progress(coordinator, last_records);
+    }
+
+    fn spawn_worker(&self, held: Arc<HeldLease>, coordinator: &LeaseCoordinator) {
+        let shard = held.key().to_string();
+        let processor = ShardProcessor::new(
+            self.engine.clone(),
+            self.updates.plugin.clone(),
+            InstanceConfig {
+                shard: ShardInfo {
+                    stream_name: self.source.stream_name().to_string(),
+                    shard_id: shard.clone(),
+                },
+                sandbox: self.plugin.sandbox.clone(),
+                limits: self.plugin.limits,
+            },
+            &self.plugin.guest_settings,
+            self.plugin.failure.clone(),
+            OnPoison::from_policy(&self.plugin.failure.poison),
+        );
+        let stats = Arc::new(WorkerStats::default());
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shard.clone(), Arc::clone(&stats));
+        let worker = ShardWorker::new(
+            Arc::clone(&self.source),
+            Arc::clone(&self.store),
+            Arc::clone(&held),
+            processor,
+            self.worker.clone(),
+            self.workers_shutdown.child_token(),
+            stats,
+        );
+        let registry = coordinator.held_registry();
+        self.tracker.spawn(async move {
+            let exit = worker.run().await;
+            registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&shard);
+            match exit {
+                WorkerExit::ShardEnd => tracing::info!(shard, "shard finished"),
+                WorkerExit::LeaseLost => tracing::info!(shard, "shard worker stopped: lease lost"),
+                WorkerExit::Shutdown => tracing::debug!(shard, "shard worker stopped for shutdown"),
+            }
+        });
+    }
+
+    fn log_progress(&self, coordinator: &LeaseCoordinator, last_records: u64) -> u64 {
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let records: u64 = stats
+            .values()
+            .map(|s| s.records.load(Ordering::Relaxed))
+            .sum();
+        let behind = stats
+            .values()
+            .map(|s| s.millis_behind.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        tracing::info!(
+            leases = coordinator.held().len(),
+            records,
+            rate = (records - last_records.min(records)) as f64 / PROGRESS_EVERY.as_secs_f64(),
+            max_millis_behind = behind,
+            generation = self.updates.plugin.borrow().generation(),
+            "progress"
+        );
+        records
+    }
+}

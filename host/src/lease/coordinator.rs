@@ -1,0 +1,421 @@
+//! The lease coordinator: renews the leases this worker holds, takes expired and released
+//! ones, and steals for balance, one tick every `lease_duration / 3`.
+//!
+//! # Why no two workers ever process-and-checkpoint one shard at once
+//!
+//! 1. *Checkpoints are fenced.* Every write a holder makes (renew, checkpoint, release) is
+//!    conditional on `leaseOwner` = itself and `leaseCounter` = the value it last wrote,
+//!    and every write by anyone bumps the counter. A take is conditional on the counter
+//!    the taker observed. So after worker B takes a lease from A, every later write by A
+//!    fails: A can never checkpoint over B.
+//! 2. *Processing stops before a peer may take over.* B takes a lease held by A only
+//!    after B's own clock has seen its counter unchanged for a whole `lease_duration`
+//!    (never by comparing wall clocks across machines). A renews every
+//!    `lease_duration / 3`, and stops its shard worker (without checkpointing) as soon
+//!    as a renewal is refused, or when `lease_duration` has passed since the start of its
+//!    last successful renewal. Since B's observation window began no earlier than that
+//!    renewal, A has stopped by the time B takes the lease (up to clock *rate* drift,
+//!    which is negligible against seconds). A graceful hand-off (release) is safe by
+//!    construction: A releases only after it has finished and checkpointed.
+//! 3. What can repeat is bounded: a guest call already in flight when A stops (it is
+//!    not interrupted, but its result is never checkpointed), so B re-delivers at most
+//!    the batches after A's last checkpoint. Delivery is at least once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Checkpoint, Lease, LeaseError, LeaseStore};
+
+/// Coordinator settings.
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    /// This worker's id (the `leaseOwner` it writes).
+    pub worker_id: String,
+    /// A lease not renewed for this long (by the observer's clock) is expired.
+    pub lease_duration: Duration,
+    /// Most leases this worker holds (`None`: no limit).
+    pub max_leases: Option<usize>,
+}
+
+impl CoordinatorSettings {
+    /// Renewal (and take/steal) period: a third of the lease duration.
+    pub fn tick(&self) -> Duration {
+        self.lease_duration / 3
+    }
+}
+
+/// A lease this worker holds, shared by the coordinator (renewals) and the shard worker
+/// (checkpoints). Both write through it, serialised by the mutex, so each write carries
+/// the counter the previous one produced.
+#[derive(Debug)]
+pub struct HeldLease {
+    key: String,
+    lease: tokio::sync::Mutex<Lease>,
+    lost: CancellationToken,
+    /// When the last successful renewal (or take) was *sent*.
+    renewed_at: Mutex<Instant>,
+}
+
+impl HeldLease {
+    fn new(lease: Lease, sent_at: Instant) -> Self {
+        Self {
+            key: lease.key.clone(),
+            lease: tokio::sync::Mutex::new(lease),
+            lost: CancellationToken::new(),
+            renewed_at: Mutex::new(sent_at),
+        }
+    }
+
+    /// The shard id.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Cancelled the moment the lease is lost: stop at once, do not checkpoint.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// A copy of the lease as last written.
+    pub async fn snapshot(&self) -> Lease {
+        self.lease.lock().await.clone()
+    }
+
+    /// Write a checkpoint, fenced by owner and counter. A conflict marks the lease lost.
+    pub async fn checkpoint(
+        &self,
+        store: &dyn LeaseStore,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), LeaseError> {
+        if self.lost.is_cancelled() {
+            return Err(LeaseError::Conflict {
+                key: self.key.clone(),
+            });
+        }
+        let mut lease = self.lease.lock().await;
+        match store.checkpoint(&lease, checkpoint).await {
+            Ok(updated) => {
+                *lease = updated;
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, LeaseError::Conflict { .. } | LeaseError::NotFound { .. }) {
+                    self.lost.cancel();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Give the lease up (owner removed) so a peer takes it on its next tick.
+    pub async fn release(&self, store: &dyn LeaseStore) -> Result<(), LeaseError> {
+        let mut lease = self.lease.lock().await;
+        let released = store.release(&lease).await?;
+        *lease = released;
+        self.lost.cancel();
+        Ok(())
+    }
+
+    async fn renew(
+        &self,
+        store: &dyn LeaseStore,
+        lease_duration: Duration,
+    ) -> Result<(), LeaseError> {
+        let sent_at = Instant::now();
+        let mut lease = self.lease.lock().await;
+        match store.renew(&lease).await {
+            Ok(updated) => {
+                *lease = updated;
+                *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = sent_at;
+                Ok(())
+            }
+            Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
+                self.lost.cancel();
+                Err(e)
+            }
+            Err(e) => {
+                let since = *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+                if since.elapsed() >= lease_duration {
+                    // Peers may consider it expired by now: stop before they take it.
+                    self.lost.cancel();
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What a tick did, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickSummary {
+    /// Leases held after the tick.
+    pub held: usize,
+    /// Leases newly taken (expired, released or new).
+    pub taken: Vec<String>,
+    /// A lease stolen for balance, if any.
+    pub stolen: Option<String>,
+    /// Leases lost (renewal refused or overdue).
+    pub lost: Vec<String>,
+    /// Workers seen (including this one).
+    pub workers: usize,
+    /// Target leases per worker.
+    pub target: usize,
+}
+
+/// When this worker last saw each lease's counter change.
+#[derive(Debug, Clone)]
+struct Observation {
+    counter: u64,
+    owner: Option<String>,
+    changed_at: Instant,
+}
+
+/// Renews, takes and steals leases for one worker.
+#[derive(Debug)]
+pub struct LeaseCoordinator {
+    store: Arc<dyn LeaseStore>,
+    settings: CoordinatorSettings,
+    held: Arc<Mutex<BTreeMap<String, Arc<HeldLease>>>>,
+    observed: HashMap<String, Observation>,
+    /// Shutting down: keep renewing, take nothing new.
+    draining: bool,
+}
+
+impl LeaseCoordinator {
+    /// A coordinator for `settings.worker_id`.
+    pub fn new(store: Arc<dyn LeaseStore>, settings: CoordinatorSettings) -> Self {
+        Self {
+            store,
+            settings,
+            held: Arc::new(Mutex::new(BTreeMap::new())),
+            observed: HashMap::new(),
+            draining: false,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &CoordinatorSettings {
+        &self.settings
+    }
+
+    /// Leases held now.
+    pub fn held(&self) -> Vec<Arc<HeldLease>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Stop taking and stealing (shutdown in progress); renewals continue.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Forget a lease this worker no longer holds (released at shutdown or shard end).
+    pub fn forget(&self, key: &str) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// A handle to forget leases from other tasks.
+    pub fn held_registry(&self) -> Arc<Mutex<BTreeMap<String, Arc<HeldLease>>>> {
+        Arc::clone(&self.held)
+    }
+
+    /// One round: renew held leases, then take and steal toward the balanced target.
+    /// Returns the leases newly acquired (start a shard worker for each).
+    pub async fn tick(&mut self) -> Result<(TickSummary, Vec<Arc<HeldLease>>), LeaseError> {
+        let mut summary = TickSummary::default();
+        self.renew_all(&mut summary).await;
+
+        let leases = self.store.list().await?;
+        let now = Instant::now();
+        self.observe(&leases, now);
+
+        let worker = self.settings.worker_id.clone();
+        let held_keys: Vec<String> = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let finished: HashMap<&str, bool> = leases
+            .iter()
+            .map(|l| (l.key.as_str(), l.is_finished()))
+            .collect();
+        let active: Vec<&Lease> = leases.iter().filter(|l| !l.is_finished()).collect();
+
+        // Who is alive: owners of leases renewed within the lease duration, plus us.
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        counts.insert(worker.clone(), 0);
+        for lease in &active {
+            if let Some(owner) = &lease.owner
+                && !self.is_expired(lease, now)
+            {
+                *counts.entry(owner.clone()).or_default() += 1;
+            }
+        }
+        let mine = held_keys
+            .iter()
+            .filter(|k| finished.get(k.as_str()) == Some(&false))
+            .count();
+        counts.insert(worker.clone(), mine);
+        let workers = counts.len();
+        let mut target = active.len().div_ceil(workers.max(1));
+        if let Some(max) = self.settings.max_leases {
+            target = target.min(max);
+        }
+        summary.workers = workers;
+        summary.target = target;
+
+        let mut acquired = Vec::new();
+        if !self.draining && mine < target {
+            // Available: unowned, or expired by our clock; and every parent finished.
+            let available: Vec<&Lease> = active
+                .iter()
+                .copied()
+                .filter(|l| !held_keys.contains(&l.key))
+                .filter(|l| l.owner.is_none() || self.is_expired(l, now))
+                .filter(|l| parents_done(l, &finished))
+                .collect();
+            for lease in available.into_iter().take(target - mine) {
+                match self.take(lease).await {
+                    Ok(held) => {
+                        summary.taken.push(held.key().to_string());
+                        acquired.push(held);
+                    }
+                    Err(LeaseError::Conflict { .. }) => {} // someone else was quicker
+                    Err(e) => tracing::warn!(lease = %lease.key, "cannot take lease: {e}"),
+                }
+            }
+            let now_mine = mine + acquired.len();
+            if now_mine < target && acquired.is_empty() {
+                // Steal one lease from the most loaded worker that is over target.
+                let victim = counts
+                    .iter()
+                    .filter(|(owner, _)| **owner != worker)
+                    .max_by_key(|(_, n)| **n)
+                    .filter(|(_, n)| **n > target)
+                    .map(|(owner, _)| owner.clone());
+                if let Some(victim) = victim
+                    && let Some(lease) = active
+                        .iter()
+                        .filter(|l| {
+                            l.owner.as_deref() == Some(victim.as_str())
+                                && parents_done(l, &finished)
+                        })
+                        .max_by(|a, b| a.key.cmp(&b.key))
+                {
+                    match self.take(lease).await {
+                        Ok(held) => {
+                            tracing::info!(lease = %lease.key, from = %victim, "stole lease for balance");
+                            summary.stolen = Some(held.key().to_string());
+                            acquired.push(held);
+                        }
+                        Err(LeaseError::Conflict { .. }) => {}
+                        Err(e) => tracing::warn!(lease = %lease.key, "cannot steal lease: {e}"),
+                    }
+                }
+            }
+        }
+        summary.held = self.held.lock().unwrap_or_else(|p| p.into_inner()).len();
+        Ok((summary, acquired))
+    }
+
+    /// Renew every held lease concurrently (each on its own task, so one slow write
+    /// does not delay the others past their deadline).
+    async fn renew_all(&mut self, summary: &mut TickSummary) {
+        let duration = self.settings.lease_duration;
+        let mut renewals = tokio::task::JoinSet::new();
+        for h in self.held() {
+            let store = Arc::clone(&self.store);
+            renewals.spawn(async move {
+                let result = h.renew(store.as_ref(), duration).await;
+                (h, result)
+            });
+        }
+        while let Some(joined) = renewals.join_next().await {
+            let Ok((h, result)) = joined else { continue };
+            match result {
+                Ok(()) => {}
+                Err(e) if h.lost().is_cancelled() => {
+                    tracing::warn!(
+                        lease = h.key(),
+                        "lease lost ({e}); its shard worker stops without checkpointing"
+                    );
+                    summary.lost.push(h.key().to_string());
+                    self.forget(h.key());
+                }
+                Err(e) => tracing::warn!(lease = h.key(), "lease renewal failed, will retry: {e}"),
+            }
+        }
+    }
+
+    async fn take(&mut self, lease: &Lease) -> Result<Arc<HeldLease>, LeaseError> {
+        let sent_at = Instant::now();
+        let taken = self.store.take(lease, &self.settings.worker_id).await?;
+        tracing::info!(
+            lease = %taken.key,
+            previous_owner = lease.owner.as_deref().unwrap_or("-"),
+            checkpoint = %taken.checkpoint,
+            "took lease"
+        );
+        let held = Arc::new(HeldLease::new(taken, sent_at));
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(held.key().to_string(), Arc::clone(&held));
+        Ok(held)
+    }
+
+    fn observe(&mut self, leases: &[Lease], now: Instant) {
+        let keys: std::collections::HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
+        self.observed.retain(|k, _| keys.contains(k.as_str()));
+        for lease in leases {
+            let entry = self
+                .observed
+                .entry(lease.key.clone())
+                .or_insert_with(|| Observation {
+                    counter: lease.counter,
+                    owner: lease.owner.clone(),
+                    changed_at: now,
+                });
+            if entry.counter != lease.counter || entry.owner != lease.owner {
+                *entry = Observation {
+                    counter: lease.counter,
+                    owner: lease.owner.clone(),
+                    changed_at: now,
+                };
+            }
+        }
+    }
+
+    /// Expired: owned by someone whose counter this worker has seen unchanged for a
+    /// whole lease duration.
+    fn is_expired(&self, lease: &Lease, now: Instant) -> bool {
+        match self.observed.get(&lease.key) {
+            Some(o) => {
+                lease.owner.is_some()
+                    && now.duration_since(o.changed_at) >= self.settings.lease_duration
+            }
+            None => false,
+        }
+    }
+}
+
+/// Every parent is finished, or has no lease any more (its shard expired and was cleaned up).
+fn parents_done(lease: &Lease, finished: &HashMap<&str, bool>) -> bool {
+    lease
+        .parent_shard_ids
+        .iter()
+        .all(|p| finished.get(p.as_str()).copied().unwrap_or(true))
+}

@@ -1,0 +1,501 @@
+//! The DynamoDB lease store, item-compatible with KCL 2.x: table keyed by `leaseKey` (S);
+//! `leaseOwner` (S), `leaseCounter` (N), `checkpoint` (S), `checkpointSubSequenceNumber`
+//! (N), `ownerSwitchesSinceCheckpoint` (N), `parentShardId` (SS), `childShardIds` (SS),
+//! `startingHashKey` / `endingHashKey` (S). Writes are `UpdateItem`s that touch only these
+//! attributes, so attributes written by other tools are preserved.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ScalarAttributeType, TableStatus,
+};
+
+use super::{Checkpoint, Lease, LeaseError, LeaseStore};
+use crate::aws::{ErrorClass, classify, sdk_config};
+
+/// How long `prepare` waits for a new table to become ACTIVE.
+const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+const KEY: &str = "leaseKey";
+const OWNER: &str = "leaseOwner";
+const COUNTER: &str = "leaseCounter";
+const CHECKPOINT: &str = "checkpoint";
+const CHECKPOINT_SUB: &str = "checkpointSubSequenceNumber";
+const OWNER_SWITCHES: &str = "ownerSwitchesSinceCheckpoint";
+const PARENTS: &str = "parentShardId";
+const CHILDREN: &str = "childShardIds";
+const STARTING_HASH_KEY: &str = "startingHashKey";
+const ENDING_HASH_KEY: &str = "endingHashKey";
+
+/// Leases in a DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoLeaseStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLeaseStore {
+    /// Connect with the default credential chain and optional overrides.
+    pub async fn connect(table: &str, region: Option<&str>, endpoint: Option<&str>) -> Self {
+        let config = sdk_config(region, endpoint).await;
+        Self {
+            client: Client::new(&config),
+            table: table.to_string(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The SDK client (for tests that inspect items).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A conditional update of a held lease, re-reading on a failed condition so an SDK
+    /// retry of a write that did succeed is not mistaken for a lost lease.
+    async fn fenced_update(
+        &self,
+        lease: &Lease,
+        update: &str,
+        condition: &str,
+        mut values: HashMap<String, AttributeValue>,
+        names: &[(&str, &str)],
+    ) -> Result<Lease, LeaseError> {
+        let next = lease.counter + 1;
+        values.insert(":next".into(), n(next));
+        values.insert(":expected".into(), n(lease.counter));
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(&lease.key))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew);
+        for (placeholder, name) in names {
+            request = request.expression_attribute_names(*placeholder, *name);
+        }
+        match request.send().await {
+            Ok(out) => parse(
+                out.attributes()
+                    .ok_or_else(|| LeaseError::Fatal("UpdateItem returned no item".into()))?,
+            ),
+            Err(e) => {
+                let (class, message) = classify(&e);
+                match class {
+                    ErrorClass::Service(code) if code == "ConditionalCheckFailedException" => {
+                        match self.get(&lease.key).await? {
+                            None => Err(LeaseError::NotFound {
+                                key: lease.key.clone(),
+                            }),
+                            // Our own write landed on an earlier attempt.
+                            Some(now)
+                                if now.counter == next
+                                    && now.owner == expected_owner_after(update, lease) =>
+                            {
+                                Ok(now)
+                            }
+                            Some(_) => Err(LeaseError::Conflict {
+                                key: lease.key.clone(),
+                            }),
+                        }
+                    }
+                    ErrorClass::Service(code) if code == "ResourceNotFoundException" => {
+                        Err(LeaseError::Fatal(message))
+                    }
+                    ErrorClass::Throttled | ErrorClass::Transient => {
+                        Err(LeaseError::Transient(message))
+                    }
+                    _ => Err(LeaseError::Fatal(message)),
+                }
+            }
+        }
+    }
+}
+
+/// The owner a successful update leaves: removed by a release, unchanged otherwise (a
+/// take passes the new owner through `lease.owner`).
+fn expected_owner_after(update: &str, lease: &Lease) -> Option<String> {
+    if update.contains("REMOVE leaseOwner") {
+        None
+    } else {
+        lease.owner.clone()
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn lease_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> LeaseError {
+    let (class, message) = classify(e);
+    match class {
+        ErrorClass::Throttled | ErrorClass::Transient => LeaseError::Transient(message),
+        _ => LeaseError::Fatal(message),
+    }
+}
+
+fn parse(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError> {
+    let text =
+        |name: &str| -> Option<String> { item.get(name).and_then(|v| v.as_s().ok()).cloned() };
+    let number = |name: &str| -> Result<u64, LeaseError> {
+        match item.get(name) {
+            None => Ok(0),
+            Some(v) => v.as_n().ok().and_then(|n| n.parse().ok()).ok_or_else(|| {
+                LeaseError::Fatal(format!("lease attribute {name} is not a number: {v:?}"))
+            }),
+        }
+    };
+    let set = |name: &str| -> Vec<String> {
+        item.get(name)
+            .map(|v| match v {
+                AttributeValue::Ss(list) => list.clone(),
+                AttributeValue::S(one) => vec![one.clone()],
+                _ => Vec::new(),
+            })
+            .unwrap_or_default()
+    };
+    let key = text(KEY).ok_or_else(|| LeaseError::Fatal("lease item without leaseKey".into()))?;
+    let checkpoint = Checkpoint::from_attributes(
+        &text(CHECKPOINT).unwrap_or_else(|| "TRIM_HORIZON".into()),
+        number(CHECKPOINT_SUB)?,
+    )
+    .map_err(|e| LeaseError::Fatal(format!("lease {key}: {e}")))?;
+    let known = [
+        KEY,
+        OWNER,
+        COUNTER,
+        CHECKPOINT,
+        CHECKPOINT_SUB,
+        OWNER_SWITCHES,
+        PARENTS,
+        CHILDREN,
+        STARTING_HASH_KEY,
+        ENDING_HASH_KEY,
+    ];
+    let extra = item
+        .iter()
+        .filter(|(k, _)| !known.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), format!("{v:?}")))
+        .collect();
+    let mut parents = set(PARENTS);
+    parents.sort();
+    let mut children = set(CHILDREN);
+    children.sort();
+    Ok(Lease {
+        owner: text(OWNER),
+        counter: number(COUNTER)?,
+        checkpoint,
+        owner_switches_since_checkpoint: number(OWNER_SWITCHES)?,
+        parent_shard_ids: parents,
+        child_shard_ids: children,
+        starting_hash_key: text(STARTING_HASH_KEY),
+        ending_hash_key: text(ENDING_HASH_KEY),
+        extra,
+        key,
+    })
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for DynamoLeaseStore {
+    async fn prepare(&self) -> Result<(), LeaseError> {
+        let exists = match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => match classify(&e) {
+                (ErrorClass::Service(code), _) if code == "ResourceNotFoundException" => false,
+                _ => return Err(lease_error(&e)),
+            },
+        };
+        if !exists {
+            let created = self
+                .client
+                .create_table()
+                .table_name(&self.table)
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(KEY)
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .map_err(|e| LeaseError::Fatal(e.to_string()))?,
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(KEY)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(|e| LeaseError::Fatal(e.to_string()))?,
+                )
+                .billing_mode(BillingMode::PayPerRequest)
+                .send()
+                .await;
+            match created {
+                Ok(_) => {
+                    tracing::info!(table = %self.table, "created the lease table (on-demand billing)")
+                }
+                Err(e) => match classify(&e) {
+                    // Another worker created it first.
+                    (ErrorClass::Service(code), _) if code == "ResourceInUseException" => {}
+                    _ => return Err(lease_error(&e)),
+                },
+            }
+        }
+        let started = tokio::time::Instant::now();
+        loop {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| lease_error(&e))?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            if started.elapsed() > TABLE_ACTIVE_TIMEOUT {
+                return Err(LeaseError::Fatal(format!(
+                    "lease table {} did not become ACTIVE within {TABLE_ACTIVE_TIMEOUT:?}",
+                    self.table
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+        let mut leases = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| lease_error(&e))?;
+            for item in out.items() {
+                leases.push(parse(item)?);
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        leases.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(leases)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| lease_error(&e))?;
+        out.item().map(parse).transpose()
+    }
+
+    async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        let mut item = HashMap::from([
+            (KEY.to_string(), s(&lease.key)),
+            (COUNTER.to_string(), n(lease.counter)),
+            (CHECKPOINT.to_string(), s(lease.checkpoint.as_attribute())),
+            (
+                CHECKPOINT_SUB.to_string(),
+                n(lease.checkpoint.sub_sequence()),
+            ),
+            (
+                OWNER_SWITCHES.to_string(),
+                n(lease.owner_switches_since_checkpoint),
+            ),
+        ]);
+        if let Some(owner) = &lease.owner {
+            item.insert(OWNER.into(), s(owner));
+        }
+        if !lease.parent_shard_ids.is_empty() {
+            item.insert(
+                PARENTS.into(),
+                AttributeValue::Ss(lease.parent_shard_ids.clone()),
+            );
+        }
+        if !lease.child_shard_ids.is_empty() {
+            item.insert(
+                CHILDREN.into(),
+                AttributeValue::Ss(lease.child_shard_ids.clone()),
+            );
+        }
+        if let Some(h) = &lease.starting_hash_key {
+            item.insert(STARTING_HASH_KEY.into(), s(h));
+        }
+        if let Some(h) = &lease.ending_hash_key {
+            item.insert(ENDING_HASH_KEY.into(), s(h));
+        }
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(leaseKey)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match classify(&e) {
+                (ErrorClass::Service(code), _) if code == "ConditionalCheckFailedException" => {
+                    Ok(false)
+                }
+                _ => Err(lease_error(&e)),
+            },
+        }
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let owner = lease.owner.clone().ok_or_else(|| LeaseError::Conflict {
+            key: lease.key.clone(),
+        })?;
+        self.fenced_update(
+            lease,
+            "SET leaseCounter = :next",
+            "leaseOwner = :owner AND leaseCounter = :expected",
+            HashMap::from([(":owner".to_string(), s(&owner))]),
+            &[],
+        )
+        .await
+    }
+
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
+        let switch = lease
+            .owner
+            .as_deref()
+            .is_some_and(|previous| previous != owner);
+        let update = if switch {
+            "SET leaseOwner = :owner, leaseCounter = :next ADD ownerSwitchesSinceCheckpoint :one"
+        } else {
+            "SET leaseOwner = :owner, leaseCounter = :next"
+        };
+        let mut values = HashMap::from([(":owner".to_string(), s(owner))]);
+        if switch {
+            values.insert(":one".into(), n(1));
+        }
+        let mut target = lease.clone();
+        target.owner = Some(owner.to_string());
+        self.fenced_update(
+            &target,
+            update,
+            "attribute_exists(leaseKey) AND leaseCounter = :expected",
+            values,
+            &[],
+        )
+        .await
+    }
+
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+    ) -> Result<Lease, LeaseError> {
+        let owner = lease.owner.clone().ok_or_else(|| LeaseError::Conflict {
+            key: lease.key.clone(),
+        })?;
+        self.fenced_update(
+            lease,
+            "SET #cp = :cp, checkpointSubSequenceNumber = :sub, ownerSwitchesSinceCheckpoint = :zero, leaseCounter = :next",
+            "leaseOwner = :owner AND leaseCounter = :expected",
+            HashMap::from([
+                (":owner".to_string(), s(&owner)),
+                (":cp".to_string(), s(checkpoint.as_attribute())),
+                (":sub".to_string(), n(checkpoint.sub_sequence())),
+                (":zero".to_string(), n(0)),
+            ]),
+            &[("#cp", CHECKPOINT)],
+        )
+        .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let owner = lease.owner.clone().ok_or_else(|| LeaseError::Conflict {
+            key: lease.key.clone(),
+        })?;
+        self.fenced_update(
+            lease,
+            "SET leaseCounter = :next REMOVE leaseOwner",
+            "leaseOwner = :owner AND leaseCounter = :expected",
+            HashMap::from([(":owner".to_string(), s(&owner))]),
+            &[],
+        )
+        .await
+    }
+
+    async fn set_child_shards(&self, key: &str, children: &[String]) -> Result<(), LeaseError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(key))
+            .condition_expression("attribute_exists(leaseKey)");
+        let request = if children.is_empty() {
+            request.update_expression("REMOVE childShardIds")
+        } else {
+            request
+                .update_expression("SET childShardIds = :c")
+                .expression_attribute_values(":c", AttributeValue::Ss(children.to_vec()))
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(&e) {
+                (ErrorClass::Service(code), _) if code == "ConditionalCheckFailedException" => {
+                    Err(LeaseError::NotFound {
+                        key: key.to_string(),
+                    })
+                }
+                _ => Err(lease_error(&e)),
+            },
+        }
+    }
+
+    async fn delete(&self, lease: &Lease) -> Result<(), LeaseError> {
+        match self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(KEY, s(&lease.key))
+            .condition_expression("attribute_not_exists(leaseKey) OR leaseCounter = :expected")
+            .expression_attribute_values(":expected", n(lease.counter))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(&e) {
+                (ErrorClass::Service(code), _) if code == "ConditionalCheckFailedException" => {
+                    Err(LeaseError::Conflict {
+                        key: lease.key.clone(),
+                    })
+                }
+                _ => Err(lease_error(&e)),
+            },
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Where records come from: the `ShardSource` trait (list shards, get an iterator, fetch
+//! records) with two implementations, Kinesis and a local directory of JSON-lines files.
+
+pub mod kinesis;
+pub mod local;
+
+/// A shard as the source lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardDescription {
+    /// The shard id.
+    pub shard_id: String,
+    /// The parent (split or merge).
+    pub parent_shard_id: Option<String>,
+    /// The other parent of a merge.
+    pub adjacent_parent_shard_id: Option<String>,
+    /// Hash key range start.
+    pub starting_hash_key: Option<String>,
+    /// Hash key range end.
+    pub ending_hash_key: Option<String>,
+}
+
+impl ShardDescription {
+    /// Both parents, if any.
+    pub fn parents(&self) -> Vec<String> {
+        self.parent_shard_id
+            .iter()
+            .chain(self.adjacent_parent_shard_id.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// Where to start reading a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest record.
+    TrimHorizon,
+    /// Records arriving from now on.
+    Latest,
+    /// Records that arrived at or after this time (ms since the epoch).
+    AtTimestamp(i64),
+    /// The record with this sequence number and everything after it.
+    AtSequence(String),
+    /// Everything after the record with this sequence number.
+    AfterSequence(String),
+}
+
+/// A record as the source delivers it, before KPL de-aggregation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// Sequence number.
+    pub sequence_number: String,
+    /// Partition key.
+    pub partition_key: String,
+    /// Approximate arrival, ms since the epoch.
+    pub approximate_arrival_ms: i64,
+    /// Explicit hash key, if the source knows it.
+    pub explicit_hash_key: Option<String>,
+    /// The payload (possibly a KPL aggregate).
+    pub data: Vec<u8>,
+}
+
+/// One fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Records, in order.
+    pub records: Vec<SourceRecord>,
+    /// The iterator for the next fetch; `None` at shard end.
+    pub next_iterator: Option<String>,
+    /// How far behind the tip, ms.
+    pub millis_behind_latest: u64,
+    /// Child shards reported at shard end (a hint; lineage comes from the shard list).
+    pub child_shards: Vec<String>,
+}
+
+/// Why a source call failed, in the terms the fetch loop acts on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// Over the shard's read limit (or KMS throttling): back off and retry.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// The iterator is older than 5 minutes: get a new one from the last position.
+    #[error("shard iterator expired")]
+    ExpiredIterator,
+    /// The shard (or stream) does not exist (any more).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// 5xx, timeouts, dropped connections: back off and retry.
+    #[error("transient source error: {0}")]
+    Transient(String),
+    /// Retrying will not help (access denied, bad request).
+    #[error("source error: {0}")]
+    Fatal(String),
+}
+
+/// A stream of shards.
+#[async_trait::async_trait]
+pub trait ShardSource: Send + Sync + std::fmt::Debug {
+    /// The stream's name (passed to guests).
+    fn stream_name(&self) -> &str;
+
+    /// Every shard, open or closed, that the stream still lists.
+    async fn list_shards(&self) -> Result<Vec<ShardDescription>, SourceError>;
+
+    /// An iterator for `shard_id` at `position`.
+    async fn iterator(
+        &self,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<String, SourceError>;
+
+    /// Up to `limit` records from `iterator`.
+    async fn fetch(&self, iterator: &str, limit: usize) -> Result<Fetched, SourceError>;
+}

@@ -1,0 +1,586 @@
+//! One task per owned shard: iterator → fetch → de-aggregate → guest → checkpoint → pace,
+//! until shard end, shutdown or a lost lease.
+//!
+//! Cancellation is structured: the worker listens for a lost lease and for shutdown only
+//! at safe awaits (fetch, back-off, pacing, and the delivery's retry back-off), never
+//! between a guest call and its checkpoint. Shutdown finishes the batch, checkpoints,
+//! calls `shutdown(requested)` and releases the lease. A lost lease stops at once,
+//! without checkpointing, after `shutdown(lease-lost)`.
+
+pub mod checkpointer;
+pub mod pacing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::{Disposition, ShardProcessor, backoff};
+use crate::kpl;
+use crate::lease::coordinator::HeldLease;
+use crate::lease::{Checkpoint, LeaseStore, compare_sequence_numbers};
+use crate::plugin::bindings::{
+    Batch, CheckpointDirective, KinesisRecord, Position, ShutdownReason,
+};
+use crate::source::{ShardSource, SourceError, StartPosition};
+use checkpointer::Checkpointer;
+
+/// How a shard worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Records per GetRecords call (≤ 10,000).
+    pub max_records: usize,
+    /// Sleep when caught up and a fetch returned nothing.
+    pub idle_time: Duration,
+    /// Coalesce checkpoint writes to at most one per interval (0: every directive).
+    pub checkpoint_interval: Duration,
+    /// Where to start a shard whose lease has no processed position yet.
+    pub initial_position: StartPosition,
+    /// Deliver empty batches to the guest (e.g. for time-based flushing).
+    pub deliver_empty_batches: bool,
+    /// First back-off after a source error.
+    pub backoff_initial: Duration,
+    /// Longest back-off after source errors.
+    pub backoff_max: Duration,
+}
+
+/// Why a worker stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// Every record processed: `SHARD_END` checkpointed and the lease released.
+    ShardEnd,
+    /// Another worker owns the shard now; nothing was checkpointed after the loss.
+    LeaseLost,
+    /// Shutdown: batch finished, checkpointed, lease released.
+    Shutdown,
+}
+
+/// Counters a worker publishes for progress reporting.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Records delivered to the guest.
+    pub records: std::sync::atomic::AtomicU64,
+    /// Batches processed.
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Milliseconds behind the tip after the last fetch.
+    pub millis_behind: std::sync::atomic::AtomicU64,
+}
+
+/// Records at or before this position are skipped after a (re)start or a rewind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SkipThrough {
+    sequence: String,
+    /// Skip sub-records up to this one; `None`: skip none of this sequence's (a rewind
+    /// to sub-sequence 0).
+    sub_sequence: Option<u64>,
+}
+
+/// Processes one shard for as long as this worker holds its lease.
+pub struct ShardWorker {
+    source: Arc<dyn ShardSource>,
+    store: Arc<dyn LeaseStore>,
+    held: Arc<HeldLease>,
+    processor: ShardProcessor,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+    stats: Arc<WorkerStats>,
+}
+
+impl std::fmt::Debug for ShardWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardWorker")
+            .field("shard", &self.held.key())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Step<T> {
+    Go(T),
+    Stop(WorkerExit),
+}
+
+impl ShardWorker {
+    /// A worker for a held lease.
+    pub fn new(
+        source: Arc<dyn ShardSource>,
+        store: Arc<dyn LeaseStore>,
+        held: Arc<HeldLease>,
+        processor: ShardProcessor,
+        settings: WorkerSettings,
+        shutdown: CancellationToken,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
+        Self {
+            source,
+            store,
+            held,
+            processor,
+            settings,
+            shutdown,
+            stats,
+        }
+    }
+
+    /// Run until shard end, shutdown or lease loss.
+    pub async fn run(mut self) -> WorkerExit {
+        let span = tracing::info_span!("worker", stream = %self.source.stream_name(), shard = %self.held.key());
+        let exit = tracing::Instrument::instrument(self.run_inner(), span).await;
+        match exit {
+            WorkerExit::LeaseLost => self.processor.shutdown(ShutdownReason::LeaseLost).await,
+            WorkerExit::Shutdown | WorkerExit::ShardEnd => {}
+        }
+        exit
+    }
+
+    async fn run_inner(&mut self) -> WorkerExit {
+        let lease = self.held.snapshot().await;
+        let mut checkpointer =
+            Checkpointer::new(self.settings.checkpoint_interval, lease.checkpoint.clone());
+        if lease.is_finished() {
+            return self.finish_shard_end(&mut checkpointer).await;
+        }
+        let (mut position, mut skip) = self.start_position(&lease.checkpoint);
+        tracing::info!(checkpoint = %lease.checkpoint, "shard worker starting");
+        let mut iterator = match self.acquire_iterator(&position).await {
+            Step::Go(it) => it,
+            Step::Stop(exit) => return self.stop(exit, &mut checkpointer).await,
+        };
+        // Either a lost lease or shutdown interrupts a batch still waiting to be retried.
+        let interrupt = CancellationToken::new();
+        let _interrupt_guard = {
+            let (lost, shutdown, interrupt) = (
+                self.held.lost().clone(),
+                self.shutdown.clone(),
+                interrupt.clone(),
+            );
+            let task = tokio::spawn(async move {
+                tokio::select! { _ = lost.cancelled() => {}, _ = shutdown.cancelled() => {} }
+                interrupt.cancel();
+            });
+            AbortOnDrop(task)
+        };
+        let mut failures: u32 = 0;
+        loop {
+            let fetched = tokio::select! {
+                biased;
+                _ = self.held.lost().cancelled() => return WorkerExit::LeaseLost,
+                _ = self.shutdown.cancelled() => return self.stop(WorkerExit::Shutdown, &mut checkpointer).await,
+                r = self.source.fetch(&iterator, self.settings.max_records) => r,
+            };
+            // The fetch was sent just before it returned; pacing counts from here.
+            let called_at = Instant::now();
+            let fetched = match fetched {
+                Ok(f) => {
+                    failures = 0;
+                    f
+                }
+                Err(SourceError::ExpiredIterator) => {
+                    tracing::info!(
+                        "shard iterator expired; re-acquiring from the last processed record"
+                    );
+                    iterator = match self.acquire_iterator(&position).await {
+                        Step::Go(it) => it,
+                        Step::Stop(exit) => return self.stop(exit, &mut checkpointer).await,
+                    };
+                    continue;
+                }
+                Err(SourceError::NotFound(e)) => {
+                    // The shard is gone (expired past retention): nothing more to read.
+                    tracing::error!("shard no longer exists ({e}); treating it as ended");
+                    return self.finish_shard_end(&mut checkpointer).await;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = backoff::jittered(
+                        failures,
+                        self.settings.backoff_initial,
+                        self.settings.backoff_max,
+                    );
+                    tracing::warn!(
+                        attempt = failures,
+                        delay_ms = delay.as_millis() as u64,
+                        "fetch failed: {e}"
+                    );
+                    if let Step::Stop(exit) = self.pause(delay).await {
+                        return self.stop(exit, &mut checkpointer).await;
+                    }
+                    continue;
+                }
+            };
+            self.stats.millis_behind.store(
+                fetched.millis_behind_latest,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let mut records = Vec::with_capacity(fetched.records.len());
+            for record in fetched.records {
+                kpl::deaggregate_into(record, self.held.key(), &mut records);
+            }
+            if let Some(s) = &skip {
+                records.retain(|r| !skipped(s, r));
+                if records
+                    .first()
+                    .is_some_and(|r| r.sequence_number != s.sequence)
+                {
+                    skip = None;
+                }
+            }
+            let fetched_count = records.len();
+            let last = records.last().map(|r| Position {
+                sequence_number: r.sequence_number.clone(),
+                sub_sequence_number: r.sub_sequence_number,
+            });
+
+            if !records.is_empty() || self.settings.deliver_empty_batches {
+                let batch = Arc::new(Batch {
+                    records,
+                    millis_behind_latest: fetched.millis_behind_latest,
+                });
+                let report = match self.processor.process(Arc::clone(&batch), &interrupt).await {
+                    Ok(report) => report,
+                    Err(_cancelled) if self.held.lost().is_cancelled() => {
+                        return WorkerExit::LeaseLost;
+                    }
+                    Err(_cancelled) => {
+                        return self.stop(WorkerExit::Shutdown, &mut checkpointer).await;
+                    }
+                };
+                if self.held.lost().is_cancelled() {
+                    // Lost while the guest ran: its result must not be checkpointed.
+                    return WorkerExit::LeaseLost;
+                }
+                self.stats.records.fetch_add(
+                    batch.records.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                self.stats
+                    .batches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let directive = match &report.disposition {
+                    Disposition::Processed(d) => d.clone(),
+                    // Dead-lettered batches are on disk: move past them.
+                    Disposition::DeadLettered(_) | Disposition::GaveUp => {
+                        CheckpointDirective::BatchEnd
+                    }
+                };
+                match self.apply(&directive, &batch, &mut checkpointer) {
+                    Applied::Continue => {
+                        if let Some(p) = &last {
+                            position = StartPosition::AtSequence(p.sequence_number.clone());
+                            skip = Some(SkipThrough {
+                                sequence: p.sequence_number.clone(),
+                                sub_sequence: Some(p.sub_sequence_number),
+                            });
+                        }
+                    }
+                    Applied::Rewind(to) => {
+                        position = StartPosition::AtSequence(to.sequence_number.clone());
+                        skip = Some(SkipThrough {
+                            sequence: to.sequence_number.clone(),
+                            sub_sequence: to.sub_sequence_number.checked_sub(1),
+                        });
+                        if let Step::Stop(exit) = self.flush_due(&mut checkpointer).await {
+                            return exit;
+                        }
+                        iterator = match self.acquire_iterator(&position).await {
+                            Step::Go(it) => it,
+                            Step::Stop(exit) => return self.stop(exit, &mut checkpointer).await,
+                        };
+                        continue;
+                    }
+                }
+                if let Step::Stop(exit) = self.flush_due(&mut checkpointer).await {
+                    return exit;
+                }
+            }
+
+            match fetched.next_iterator {
+                None => return self.finish_shard_end(&mut checkpointer).await,
+                Some(next) => iterator = next,
+            }
+            let delay = pacing::next_fetch_delay(
+                fetched_count,
+                fetched.millis_behind_latest,
+                self.settings.idle_time,
+                Instant::now().duration_since(called_at),
+            );
+            if !delay.is_zero()
+                && let Step::Stop(exit) = self.pause(delay).await
+            {
+                return self.stop(exit, &mut checkpointer).await;
+            }
+        }
+    }
+
+    /// Where to start from a stored checkpoint: always AT the checkpointed sequence
+    /// number, skipping through its sub-sequence, which is right for plain and
+    /// aggregated records alike.
+    fn start_position(&self, checkpoint: &Checkpoint) -> (StartPosition, Option<SkipThrough>) {
+        match checkpoint {
+            Checkpoint::Sequence {
+                sequence,
+                sub_sequence,
+            } => (
+                StartPosition::AtSequence(sequence.clone()),
+                Some(SkipThrough {
+                    sequence: sequence.clone(),
+                    sub_sequence: Some(*sub_sequence),
+                }),
+            ),
+            Checkpoint::TrimHorizon => (StartPosition::TrimHorizon, None),
+            Checkpoint::Latest => (StartPosition::Latest, None),
+            Checkpoint::AtTimestamp | Checkpoint::ShardEnd => {
+                (self.settings.initial_position.clone(), None)
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        directive: &CheckpointDirective,
+        batch: &Batch,
+        checkpointer: &mut Checkpointer,
+    ) -> Applied {
+        let in_batch = |p: &Position| {
+            batch.records.iter().any(|r| {
+                r.sequence_number == p.sequence_number
+                    && r.sub_sequence_number == p.sub_sequence_number
+            })
+        };
+        match directive {
+            CheckpointDirective::None => Applied::Continue,
+            CheckpointDirective::BatchEnd => {
+                if let Some(r) = batch.records.last() {
+                    self.offer(checkpointer, &r.sequence_number, r.sub_sequence_number);
+                }
+                Applied::Continue
+            }
+            CheckpointDirective::At(p) if in_batch(p) => {
+                self.offer(checkpointer, &p.sequence_number, p.sub_sequence_number);
+                Applied::Continue
+            }
+            CheckpointDirective::At(p) => {
+                tracing::error!(
+                    sequence = %p.sequence_number, sub = p.sub_sequence_number,
+                    "guest asked to checkpoint at a record that is not in the batch; not checkpointing this batch"
+                );
+                Applied::Continue
+            }
+            CheckpointDirective::Rewind(p) if in_batch(p) => Applied::Rewind(p.clone()),
+            CheckpointDirective::Rewind(p) => {
+                tracing::error!(
+                    sequence = %p.sequence_number, sub = p.sub_sequence_number,
+                    "guest asked to rewind to a record that is not in the batch; continuing"
+                );
+                Applied::Continue
+            }
+        }
+    }
+
+    fn offer(&self, checkpointer: &mut Checkpointer, sequence: &str, sub_sequence: u64) {
+        let position = Checkpoint::Sequence {
+            sequence: sequence.to_string(),
+            sub_sequence,
+        };
+        if !checkpointer.offer(position.clone()) {
+            tracing::warn!(checkpoint = %position, current = %checkpointer.last_written(), "ignoring a checkpoint that would move backwards");
+        }
+    }
+
+    /// Write the pending checkpoint if the interval allows.
+    async fn flush_due(&self, checkpointer: &mut Checkpointer) -> Step<()> {
+        let now = Instant::now();
+        let Some(due) = checkpointer.due(now).cloned() else {
+            return Step::Go(());
+        };
+        self.write_checkpoint(checkpointer, due).await
+    }
+
+    async fn write_checkpoint(
+        &self,
+        checkpointer: &mut Checkpointer,
+        checkpoint: Checkpoint,
+    ) -> Step<()> {
+        let mut attempt = 0;
+        loop {
+            match self.held.checkpoint(self.store.as_ref(), &checkpoint).await {
+                Ok(()) => {
+                    checkpointer.written(checkpoint, Instant::now());
+                    return Step::Go(());
+                }
+                Err(e) if self.held.lost().is_cancelled() => {
+                    tracing::warn!("checkpoint refused, lease lost: {e}");
+                    return Step::Stop(WorkerExit::LeaseLost);
+                }
+                Err(e) => {
+                    attempt += 1;
+                    let delay = backoff::jittered(
+                        attempt,
+                        self.settings.backoff_initial,
+                        self.settings.backoff_max,
+                    );
+                    tracing::warn!(attempt, "checkpoint write failed, retrying: {e}");
+                    tokio::select! {
+                        _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleep, unless the lease is lost or shutdown begins.
+    async fn pause(&self, delay: Duration) -> Step<()> {
+        tokio::select! {
+            biased;
+            _ = self.held.lost().cancelled() => Step::Stop(WorkerExit::LeaseLost),
+            _ = self.shutdown.cancelled() => Step::Stop(WorkerExit::Shutdown),
+            _ = tokio::time::sleep(delay) => Step::Go(()),
+        }
+    }
+
+    async fn acquire_iterator(&self, position: &StartPosition) -> Step<String> {
+        let mut attempt = 0;
+        loop {
+            let result = tokio::select! {
+                biased;
+                _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
+                _ = self.shutdown.cancelled() => return Step::Stop(WorkerExit::Shutdown),
+                r = self.source.iterator(self.held.key(), position) => r,
+            };
+            match result {
+                Ok(iterator) => return Step::Go(iterator),
+                Err(SourceError::NotFound(e)) => {
+                    tracing::error!("cannot get an iterator, the shard no longer exists: {e}");
+                    return Step::Stop(WorkerExit::ShardEnd);
+                }
+                Err(e) => {
+                    attempt += 1;
+                    let delay = backoff::jittered(
+                        attempt,
+                        self.settings.backoff_initial,
+                        self.settings.backoff_max,
+                    );
+                    tracing::warn!(
+                        attempt,
+                        ?position,
+                        "cannot get a shard iterator, retrying: {e}"
+                    );
+                    if let Step::Stop(exit) = self.pause(delay).await {
+                        return Step::Stop(exit);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stop for `exit`: shutdown flushes, calls the guest and releases; shard end is
+    /// handled by `finish_shard_end`; a lost lease does nothing more here.
+    async fn stop(&mut self, exit: WorkerExit, checkpointer: &mut Checkpointer) -> WorkerExit {
+        match exit {
+            WorkerExit::LeaseLost => WorkerExit::LeaseLost,
+            WorkerExit::ShardEnd => self.finish_shard_end(checkpointer).await,
+            WorkerExit::Shutdown => {
+                if let Some(pending) = checkpointer.pending().cloned()
+                    && let Step::Stop(exit) = self.write_checkpoint(checkpointer, pending).await
+                {
+                    return exit;
+                }
+                self.processor.shutdown(ShutdownReason::Requested).await;
+                match self.held.release(self.store.as_ref()).await {
+                    Ok(()) => {
+                        tracing::info!(checkpoint = %checkpointer.last_written(), "checkpointed and released the lease")
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot release the lease (it will expire instead): {e}")
+                    }
+                }
+                WorkerExit::Shutdown
+            }
+        }
+    }
+
+    async fn finish_shard_end(&mut self, checkpointer: &mut Checkpointer) -> WorkerExit {
+        if checkpointer.last_written() != &Checkpoint::ShardEnd {
+            self.processor.shutdown(ShutdownReason::ShardEnd).await;
+            checkpointer.offer(Checkpoint::ShardEnd);
+            if let Step::Stop(exit) = self
+                .write_checkpoint(checkpointer, Checkpoint::ShardEnd)
+                .await
+            {
+                return exit;
+            }
+            tracing::info!("shard end: checkpointed SHARD_END; child shards may start");
+        }
+        if let Err(e) = self.held.release(self.store.as_ref()).await {
+            tracing::warn!("cannot release the finished lease: {e}");
+        }
+        WorkerExit::ShardEnd
+    }
+}
+
+enum Applied {
+    Continue,
+    Rewind(Position),
+}
+
+fn skipped(skip: &SkipThrough, record: &KinesisRecord) -> bool {
+    match compare_sequence_numbers(&record.sequence_number, &skip.sequence) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Equal => skip
+            .sub_sequence
+            .is_some_and(|s| record.sub_sequence_number <= s),
+        std::cmp::Ordering::Greater => false,
+    }
+}
+
+/// Aborts a helper task when the worker returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: &str, sub: u64) -> KinesisRecord {
+        KinesisRecord {
+            partition_key: "k".into(),
+            sequence_number: seq.into(),
+            sub_sequence_number: sub,
+            approximate_arrival_ms: 0,
+            explicit_hash_key: None,
+            data: vec![],
+        }
+    }
+
+    #[test]
+    fn restarts_skip_through_the_checkpointed_sub_record() {
+        let skip = SkipThrough {
+            sequence: "20".into(),
+            sub_sequence: Some(1),
+        };
+        assert!(skipped(&skip, &rec("19", 5)));
+        assert!(skipped(&skip, &rec("20", 0)));
+        assert!(skipped(&skip, &rec("20", 1)));
+        assert!(!skipped(&skip, &rec("20", 2)));
+        assert!(
+            !skipped(&skip, &rec("100", 0)),
+            "numeric, not string, order"
+        );
+    }
+
+    #[test]
+    fn a_rewind_to_sub_zero_skips_nothing_of_that_record() {
+        let skip = SkipThrough {
+            sequence: "20".into(),
+            sub_sequence: None,
+        };
+        assert!(!skipped(&skip, &rec("20", 0)));
+        assert!(skipped(&skip, &rec("19", 0)));
+    }
+}
