@@ -311,6 +311,14 @@ impl Scheduler {
             self.plugin.failure.clone(),
             OnPoison::from_policy(&self.plugin.failure.poison),
         );
+        // The worker stops like a shutdown when its lease is asked for (hand-off).
+        let stop = self.workers_shutdown.child_token();
+        {
+            let (stop, handoff) = (stop.clone(), held.handoff().clone());
+            self.tracker.spawn(async move {
+                tokio::select! { _ = handoff.cancelled() => stop.cancel(), _ = stop.cancelled() => {} }
+            });
+        }
         let stats = Arc::new(WorkerStats::default());
         self.stats
             .lock()
@@ -322,7 +330,7 @@ impl Scheduler {
             Arc::clone(&held),
             processor,
             self.worker.clone(),
-            self.workers_shutdown.child_token(),
+            stop.clone(),
             stats,
         );
         let registry = coordinator.held_registry();
@@ -335,7 +343,9 @@ impl Scheduler {
             match exit {
                 WorkerExit::ShardEnd => tracing::info!(shard, "shard finished"),
                 WorkerExit::LeaseLost => tracing::info!(shard, "shard worker stopped: lease lost"),
-                WorkerExit::Shutdown => tracing::debug!(shard, "shard worker stopped for shutdown"),
+                WorkerExit::Shutdown => {
+                    tracing::debug!(shard, "shard worker stopped (shutdown or hand-off)")
+                }
             }
         });
     }

@@ -1,8 +1,10 @@
 //! Integration tests of the plugin runtime against real components built from
 //! `plugins/` (one test binary, one module per concern).
 
+mod cluster;
 mod fixtures;
 
+mod consumer_local;
 mod faults;
 mod hot_swap;
 mod limits;

@@ -56,6 +56,8 @@ pub struct HeldLease {
     key: String,
     lease: tokio::sync::Mutex<Lease>,
     lost: CancellationToken,
+    /// A peer asked for this lease: finish the batch, checkpoint, release.
+    handoff: CancellationToken,
     /// When the last successful renewal (or take) was *sent*.
     renewed_at: Mutex<Instant>,
 }
@@ -66,6 +68,7 @@ impl HeldLease {
             key: lease.key.clone(),
             lease: tokio::sync::Mutex::new(lease),
             lost: CancellationToken::new(),
+            handoff: CancellationToken::new(),
             renewed_at: Mutex::new(sent_at),
         }
     }
@@ -78,6 +81,12 @@ impl HeldLease {
     /// Cancelled the moment the lease is lost: stop at once, do not checkpoint.
     pub fn lost(&self) -> &CancellationToken {
         &self.lost
+    }
+
+    /// Cancelled when a peer asks for this lease for balance: stop like a shutdown
+    /// (finish the batch, checkpoint, release), so the hand-off repeats nothing.
+    pub fn handoff(&self) -> &CancellationToken {
+        &self.handoff
     }
 
     /// A copy of the lease as last written.
@@ -156,8 +165,12 @@ pub struct TickSummary {
     pub held: usize,
     /// Leases newly taken (expired, released or new).
     pub taken: Vec<String>,
-    /// A lease stolen for balance, if any.
+    /// A lease this worker asked its owner to hand over (graceful rebalance), if any.
+    pub handoff_requested: Option<String>,
+    /// A lease taken from a live owner without a hand-off (fallback), if any.
     pub stolen: Option<String>,
+    /// Leases this worker was asked to hand over (its workers are finishing them).
+    pub handing_over: Vec<String>,
     /// Leases lost (renewal refused or overdue).
     pub lost: Vec<String>,
     /// Workers seen (including this one).
@@ -183,6 +196,9 @@ pub struct LeaseCoordinator {
     observed: HashMap<String, Observation>,
     /// Shutting down: keep renewing, take nothing new.
     draining: bool,
+    /// The hand-off this worker requested and when: one at a time; if the owner has
+    /// not released within a lease duration, the lease is stolen instead.
+    pending_handoff: Option<(String, Instant)>,
 }
 
 impl LeaseCoordinator {
@@ -194,6 +210,7 @@ impl LeaseCoordinator {
             held: Arc::new(Mutex::new(BTreeMap::new())),
             observed: HashMap::new(),
             draining: false,
+            pending_handoff: None,
         }
     }
 
@@ -241,6 +258,7 @@ impl LeaseCoordinator {
         self.observe(&leases, now);
 
         let worker = self.settings.worker_id.clone();
+        self.honour_handoffs(&leases, &mut summary);
         let held_keys: Vec<String> = self
             .held
             .lock()
@@ -284,7 +302,7 @@ impl LeaseCoordinator {
                 .iter()
                 .copied()
                 .filter(|l| !held_keys.contains(&l.key))
-                .filter(|l| l.owner.is_none() || self.is_expired(l, now))
+                .filter(|l| self.is_available(l, now))
                 .filter(|l| parents_done(l, &finished))
                 .collect();
             for lease in available.into_iter().take(target - mine) {
@@ -299,32 +317,16 @@ impl LeaseCoordinator {
             }
             let now_mine = mine + acquired.len();
             if now_mine < target && acquired.is_empty() {
-                // Steal one lease from the most loaded worker that is over target.
-                let victim = counts
-                    .iter()
-                    .filter(|(owner, _)| **owner != worker)
-                    .max_by_key(|(_, n)| **n)
-                    .filter(|(_, n)| **n > target)
-                    .map(|(owner, _)| owner.clone());
-                if let Some(victim) = victim
-                    && let Some(lease) = active
-                        .iter()
-                        .filter(|l| {
-                            l.owner.as_deref() == Some(victim.as_str())
-                                && parents_done(l, &finished)
-                        })
-                        .max_by(|a, b| a.key.cmp(&b.key))
-                {
-                    match self.take(lease).await {
-                        Ok(held) => {
-                            tracing::info!(lease = %lease.key, from = %victim, "stole lease for balance");
-                            summary.stolen = Some(held.key().to_string());
-                            acquired.push(held);
-                        }
-                        Err(LeaseError::Conflict { .. }) => {}
-                        Err(e) => tracing::warn!(lease = %lease.key, "cannot steal lease: {e}"),
-                    }
-                }
+                self.rebalance(
+                    &active,
+                    &counts,
+                    target,
+                    &finished,
+                    now,
+                    &mut summary,
+                    &mut acquired,
+                )
+                .await;
             }
         }
         summary.held = self.held.lock().unwrap_or_else(|p| p.into_inner()).len();
@@ -356,6 +358,94 @@ impl LeaseCoordinator {
                     self.forget(h.key());
                 }
                 Err(e) => tracing::warn!(lease = h.key(), "lease renewal failed, will retry: {e}"),
+            }
+        }
+    }
+
+    /// Ask the most loaded worker over target for one lease; if an earlier request was
+    /// not honoured within a lease duration (a peer that does not know hand-offs, such
+    /// as a KCL worker), steal that lease instead.
+    #[allow(clippy::too_many_arguments)]
+    async fn rebalance(
+        &mut self,
+        active: &[&Lease],
+        counts: &BTreeMap<String, usize>,
+        target: usize,
+        finished: &HashMap<&str, bool>,
+        now: Instant,
+        summary: &mut TickSummary,
+        acquired: &mut Vec<Arc<HeldLease>>,
+    ) {
+        let worker = self.settings.worker_id.clone();
+        if let Some((key, asked_at)) = self.pending_handoff.clone() {
+            match active.iter().find(|l| l.key == key) {
+                Some(lease)
+                    if lease.owner.is_some() && lease.owner.as_deref() != Some(worker.as_str()) =>
+                {
+                    if now.duration_since(asked_at) < self.settings.lease_duration {
+                        return; // still waiting for the owner's batch boundary
+                    }
+                    self.pending_handoff = None;
+                    match self.take(lease).await {
+                        Ok(held) => {
+                            tracing::warn!(lease = %key, owner = ?lease.owner, "owner did not hand the lease over within the lease duration; stole it");
+                            summary.stolen = Some(key);
+                            acquired.push(held);
+                        }
+                        Err(LeaseError::Conflict { .. }) => {}
+                        Err(e) => tracing::warn!(lease = %key, "cannot steal lease: {e}"),
+                    }
+                    return;
+                }
+                _ => self.pending_handoff = None, // released, taken, or gone
+            }
+        }
+        let victim = counts
+            .iter()
+            .filter(|(owner, _)| **owner != worker)
+            .max_by_key(|(_, n)| **n)
+            .filter(|(_, n)| **n > target)
+            .map(|(owner, _)| owner.clone());
+        let Some(victim) = victim else { return };
+        let Some(lease) = active
+            .iter()
+            .filter(|l| {
+                l.owner.as_deref() == Some(victim.as_str())
+                    && l.handoff_to.is_none()
+                    && parents_done(l, finished)
+            })
+            .max_by(|a, b| a.key.cmp(&b.key))
+        else {
+            return;
+        };
+        match self.store.request_handoff(lease, &worker).await {
+            Ok(()) => {
+                tracing::info!(lease = %lease.key, from = %victim, "asked for a lease hand-off for balance");
+                summary.handoff_requested = Some(lease.key.clone());
+                self.pending_handoff = Some((lease.key.clone(), now));
+            }
+            Err(LeaseError::Conflict { .. }) => {}
+            Err(e) => tracing::warn!(lease = %lease.key, "cannot request a hand-off: {e}"),
+        }
+    }
+
+    /// Leases this worker holds that a peer asked for: tell their workers to stop at the
+    /// next batch boundary (they checkpoint and release).
+    fn honour_handoffs(&self, leases: &[Lease], summary: &mut TickSummary) {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for lease in leases {
+            let Some(requester) = lease.handoff_to.as_deref() else {
+                continue;
+            };
+            if requester == self.settings.worker_id {
+                continue;
+            }
+            if let Some(h) = held.get(&lease.key)
+                && !h.handoff.is_cancelled()
+            {
+                tracing::info!(lease = %lease.key, to = requester, "handing the lease over after the in-flight batch");
+                h.handoff.cancel();
+                summary.handing_over.push(lease.key.clone());
             }
         }
     }
@@ -396,6 +486,23 @@ impl LeaseCoordinator {
                     changed_at: now,
                 };
             }
+        }
+    }
+
+    /// Takeable by this worker: expired, or unowned and not reserved for another worker
+    /// by a hand-off (a reservation lapses once unchanged for a lease duration, in case
+    /// its requester died).
+    fn is_available(&self, lease: &Lease, now: Instant) -> bool {
+        if lease.owner.is_some() {
+            return self.is_expired(lease, now);
+        }
+        match lease.handoff_to.as_deref() {
+            None => true,
+            Some(requester) if requester == self.settings.worker_id => true,
+            Some(_) => self
+                .observed
+                .get(&lease.key)
+                .is_some_and(|o| now.duration_since(o.changed_at) >= self.settings.lease_duration),
         }
     }
 

@@ -29,6 +29,8 @@ const PARENTS: &str = "parentShardId";
 const CHILDREN: &str = "childShardIds";
 const STARTING_HASH_KEY: &str = "startingHashKey";
 const ENDING_HASH_KEY: &str = "endingHashKey";
+/// shoal's own attribute for graceful hand-off requests (KCL ignores unknown attributes).
+const HANDOFF_TO: &str = "shoalHandoffTo";
 
 /// Leases in a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -204,6 +206,7 @@ fn parse(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError> {
         child_shard_ids: children,
         starting_hash_key: text(STARTING_HASH_KEY),
         ending_hash_key: text(ENDING_HASH_KEY),
+        handoff_to: text(HANDOFF_TO),
         extra,
         key,
     })
@@ -392,9 +395,9 @@ impl LeaseStore for DynamoLeaseStore {
             .as_deref()
             .is_some_and(|previous| previous != owner);
         let update = if switch {
-            "SET leaseOwner = :owner, leaseCounter = :next ADD ownerSwitchesSinceCheckpoint :one"
+            "SET leaseOwner = :owner, leaseCounter = :next ADD ownerSwitchesSinceCheckpoint :one REMOVE shoalHandoffTo"
         } else {
-            "SET leaseOwner = :owner, leaseCounter = :next"
+            "SET leaseOwner = :owner, leaseCounter = :next REMOVE shoalHandoffTo"
         };
         let mut values = HashMap::from([(":owner".to_string(), s(owner))]);
         if switch {
@@ -447,6 +450,35 @@ impl LeaseStore for DynamoLeaseStore {
             &[],
         )
         .await
+    }
+
+    async fn request_handoff(&self, lease: &Lease, requester: &str) -> Result<(), LeaseError> {
+        let owner = lease.owner.clone().ok_or_else(|| LeaseError::Conflict {
+            key: lease.key.clone(),
+        })?;
+        match self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(&lease.key))
+            .update_expression("SET shoalHandoffTo = :to")
+            .condition_expression("leaseOwner = :owner AND leaseCounter = :expected")
+            .expression_attribute_values(":to", s(requester))
+            .expression_attribute_values(":owner", s(&owner))
+            .expression_attribute_values(":expected", n(lease.counter))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(&e) {
+                (ErrorClass::Service(code), _) if code == "ConditionalCheckFailedException" => {
+                    Err(LeaseError::Conflict {
+                        key: lease.key.clone(),
+                    })
+                }
+                _ => Err(lease_error(&e)),
+            },
+        }
     }
 
     async fn set_child_shards(&self, key: &str, children: &[String]) -> Result<(), LeaseError> {

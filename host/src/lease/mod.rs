@@ -75,8 +75,14 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     -> Result<Lease, LeaseError>;
 
     /// Give up a held lease (owner removed) so a peer can take it at once: owner and
-    /// counter must match; bumps the counter.
+    /// counter must match; bumps the counter. A pending hand-off request stays, reserving
+    /// the lease for its requester (a take clears it).
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError>;
+
+    /// Ask the owner of `lease` to hand it to `requester` gracefully: conditional on the
+    /// owner and counter `lease` shows; does not bump the counter (the owner's renewals
+    /// must keep working while it finishes its batch).
+    async fn request_handoff(&self, lease: &Lease, requester: &str) -> Result<(), LeaseError>;
 
     /// Record the child shards of a lease (metadata; not fenced).
     async fn set_child_shards(&self, key: &str, children: &[String]) -> Result<(), LeaseError>;

@@ -134,6 +134,9 @@ pub struct Lease {
     pub starting_hash_key: Option<String>,
     /// `endingHashKey`.
     pub ending_hash_key: Option<String>,
+    /// A worker asking the owner to hand this lease over gracefully (finish the batch,
+    /// checkpoint, release). shoal's own attribute (`shoalHandoffTo`); KCL ignores it.
+    pub handoff_to: Option<String>,
     /// Attributes written by other tools, kept as they are (store-specific encoding).
     pub extra: BTreeMap<String, String>,
 }
@@ -151,6 +154,7 @@ impl Lease {
             child_shard_ids: Vec::new(),
             starting_hash_key: None,
             ending_hash_key: None,
+            handoff_to: None,
             extra: BTreeMap::new(),
         }
     }

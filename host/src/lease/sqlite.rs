@@ -22,7 +22,7 @@ pub struct SqliteLeaseStore {
 }
 
 const COLUMNS: &str = "lease_key, lease_owner, lease_counter, checkpoint, checkpoint_sub, owner_switches, \
-                       parent_shard_ids, child_shard_ids, starting_hash_key, ending_hash_key, extra";
+                       parent_shard_ids, child_shard_ids, starting_hash_key, ending_hash_key, extra, handoff_to";
 
 impl SqliteLeaseStore {
     /// Open (creating) the database file for `application`'s leases.
@@ -112,6 +112,7 @@ fn row_to_lease(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Lease, Strin
             starting_hash_key: row.get(8).map_err(|e| e.to_string())?,
             ending_hash_key: row.get(9).map_err(|e| e.to_string())?,
             extra: serde_json::from_str(&extra).map_err(|e| format!("lease {key}: extra: {e}"))?,
+            handoff_to: row.get(11).map_err(|e| e.to_string())?,
             key: key.clone(),
         })
     })())
@@ -185,6 +186,7 @@ impl LeaseStore for SqliteLeaseStore {
                     starting_hash_key TEXT,
                     ending_hash_key TEXT,
                     extra TEXT NOT NULL DEFAULT '{}',
+                    handoff_to TEXT,
                     PRIMARY KEY (application, lease_key)
                 )",
             )
@@ -270,7 +272,7 @@ impl LeaseStore for SqliteLeaseStore {
                 &key,
                 "UPDATE leases SET lease_counter = lease_counter + 1,
                     owner_switches = owner_switches + (CASE WHEN lease_owner IS NULL OR lease_owner = ?3 THEN 0 ELSE 1 END),
-                    lease_owner = ?3
+                    lease_owner = ?3, handoff_to = NULL
                  WHERE application = ?1 AND lease_key = ?2 AND lease_counter = ?4",
                 &[&app, &key, &new_owner, &expected],
             )
@@ -310,6 +312,27 @@ impl LeaseStore for SqliteLeaseStore {
                  WHERE application = ?1 AND lease_key = ?2 AND lease_owner IS ?3 AND lease_counter = ?4",
                 &[&app, &key, &owner, &expected],
             )
+        })
+        .await
+    }
+
+    async fn request_handoff(&self, lease: &Lease, requester: &str) -> Result<(), LeaseError> {
+        let (key, owner, expected, requester) = (
+            lease.key.clone(),
+            lease.owner.clone(),
+            counter(lease),
+            requester.to_string(),
+        );
+        self.with(move |conn, app| {
+            conditional(
+                conn,
+                app,
+                &key,
+                "UPDATE leases SET handoff_to = ?5
+                 WHERE application = ?1 AND lease_key = ?2 AND lease_owner IS ?3 AND lease_counter = ?4",
+                &[&app, &key, &owner, &expected, &requester],
+            )
+            .map(|_| ())
         })
         .await
     }
@@ -402,19 +425,39 @@ mod tests {
             Err(LeaseError::Conflict { .. })
         ));
 
+        store
+            .request_handoff(&b, "worker-c")
+            .await
+            .expect("request");
+        let asked = store.get("shardId-0").await.expect("get").expect("lease");
+        assert_eq!(
+            (asked.handoff_to.as_deref(), asked.counter),
+            (Some("worker-c"), b.counter),
+            "a request does not bump the counter"
+        );
+        let b = store.renew(&b).await.expect("the owner keeps renewing");
         let b = store.checkpoint(&b, &seq).await.expect("checkpoint");
         assert_eq!(
             (b.checkpoint.clone(), b.owner_switches_since_checkpoint),
             (seq, 0)
         );
         let released = store.release(&b).await.expect("release");
-        assert_eq!(released.owner, None);
+        // Released after a hand-off request: reserved for the requester until taken.
+        assert_eq!(
+            (released.owner.as_deref(), released.handoff_to.as_deref()),
+            (None, Some("worker-c"))
+        );
         assert_eq!(
             store.get("shardId-0").await.expect("get"),
             Some(released.clone())
         );
+        let c = store
+            .take(&released, "worker-c")
+            .await
+            .expect("requester takes it");
+        assert_eq!(c.handoff_to, None, "a take clears the request");
         store.delete(&b).await.expect_err("stale counter");
-        store.delete(&released).await.expect("delete");
+        store.delete(&c).await.expect("delete");
         assert_eq!(store.list().await.expect("list"), vec![]);
     }
 

@@ -1,0 +1,316 @@
+//! A test cluster: real `shoal run` processes sharing a lease store, consuming a stream,
+//! archiving every record with the `archive` plugin so tests can see what was processed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal::lease::sqlite::SqliteLeaseStore;
+use shoal::lease::{Lease, LeaseStore};
+
+use crate::fixtures::{plugin_path, repo_root};
+
+/// One test's stream, lease store, archive and worker processes.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub lease_duration: Duration,
+    workers: BTreeMap<String, Child>,
+}
+
+/// An archived record: (sequence number, data).
+pub type Archived = (String, String);
+
+impl Cluster {
+    pub fn local(shards: usize, lease_duration: Duration) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["stream", "archive", "state", "logs"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        for s in 0..shards {
+            std::fs::write(dir.path().join(format!("stream/{}.jsonl", shard_id(s))), "")
+                .expect("shard file");
+        }
+        Self {
+            dir,
+            lease_duration,
+            workers: BTreeMap::new(),
+        }
+    }
+
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// Append `count` records with unique ids `"<shard>-<n>"` to a shard.
+    pub fn produce(&self, shard: usize, from: usize, count: usize) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path(&format!("stream/{}.jsonl", shard_id(shard))))
+            .expect("open shard");
+        let mut text = String::new();
+        for n in from..from + count {
+            text.push_str(&format!(
+                "{{\"partition_key\":\"pk{}\",\"data\":\"{}-{n}\"}}\n",
+                n % 16,
+                shard
+            ));
+        }
+        f.write_all(text.as_bytes()).expect("append");
+    }
+
+    fn config(&self, worker: &str, extra: &str) -> PathBuf {
+        let path = self.path(&format!("{worker}.toml"));
+        let text = format!(
+            r#"[engine]
+max_instances = 64
+
+[consumer]
+application = "test"
+worker_id = "{worker}"
+lease_duration = "{lease}ms"
+max_records = 100
+idle_time_between_reads = "100ms"
+shard_sync_interval = "2s"
+{extra}
+
+[source]
+kind = "local"
+directory = "stream"
+
+[leases]
+kind = "sqlite"
+path = "state/leases.db"
+
+[plugin]
+path = "{plugin}"
+
+[plugin.settings]
+dir = "/archive"
+
+[plugin.sandbox]
+dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
+"#,
+            lease = self.lease_duration.as_millis(),
+            plugin = plugin_path("archive").display(),
+        );
+        std::fs::write(&path, text).expect("config");
+        path
+    }
+
+    /// Start a worker process.
+    pub fn start(&mut self, worker: &str) {
+        self.start_with(worker, "");
+    }
+
+    /// Start a worker with extra `[consumer]` lines.
+    pub fn start_with(&mut self, worker: &str, extra: &str) {
+        let config = self.config(worker, extra);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(&format!("logs/{worker}.log")))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env(
+                "SHOAL_CACHE_DIR",
+                repo_root().join("target/shoal-test-cache"),
+            )
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn shoal");
+        self.workers.insert(worker.to_string(), child);
+    }
+
+    /// SIGKILL a worker.
+    pub fn kill(&mut self, worker: &str) {
+        let mut child = self.workers.remove(worker).expect("worker");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+
+    /// SIGTERM a worker and wait for it to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self, worker: &str) -> bool {
+        let mut child = self.workers.remove(worker).expect("worker");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{worker} did not exit after SIGTERM\n{}",
+                self.log(worker)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self, worker: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("logs/{worker}.log"))).unwrap_or_default()
+    }
+
+    /// Every archived record, per shard, in file order.
+    pub fn archived(&self) -> BTreeMap<String, Vec<Archived>> {
+        let mut out = BTreeMap::new();
+        for entry in std::fs::read_dir(self.path("archive")).expect("archive dir") {
+            let path = entry.expect("entry").path();
+            let shard = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("name")
+                .to_string();
+            let text = std::fs::read_to_string(&path).expect("read archive");
+            let records = text
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value =
+                        serde_json::from_str(l).expect("archive line is JSON");
+                    let data = base64_decode(v["data_base64"].as_str().expect("data"));
+                    (
+                        v["sequence_number"].as_str().expect("seq").to_string(),
+                        data,
+                    )
+                })
+                .collect();
+            out.insert(shard, records);
+        }
+        out
+    }
+
+    /// Every shard `0..shards` has archived its record `<shard>-(per_shard - 1)`.
+    pub fn has_last_records(&self, shards: usize, per_shard: usize) -> bool {
+        let archived = self.archived();
+        (0..shards).all(|s| {
+            let last = format!("{s}-{}", per_shard - 1);
+            archived
+                .get(&shard_id(s))
+                .is_some_and(|r| r.iter().any(|(_, d)| *d == last))
+        })
+    }
+
+    /// The leases as stored now.
+    pub fn leases(&self) -> Vec<Lease> {
+        let store =
+            SqliteLeaseStore::open(&self.path("state/leases.db"), "test").expect("open store");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        runtime.block_on(async { store.list().await.unwrap_or_default() })
+    }
+
+    /// Leases per owner (unowned leases under "").
+    pub fn owners(&self) -> BTreeMap<String, usize> {
+        let mut owners = BTreeMap::new();
+        for lease in self.leases() {
+            *owners.entry(lease.owner.unwrap_or_default()).or_default() += 1;
+        }
+        owners
+    }
+
+    /// Poll `check` until it holds or `timeout` passes; returns the time it took.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> bool,
+    ) -> Duration {
+        let started = Instant::now();
+        loop {
+            if check(self) {
+                return started.elapsed();
+            }
+            if started.elapsed() > timeout {
+                let logs: Vec<String> = self
+                    .workers
+                    .keys()
+                    .map(|w| format!("--- {w}\n{}", tail(&self.log(w), 30)))
+                    .collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; owners {:?}\n{}",
+                    self.owners(),
+                    logs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.workers.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn shard_id(n: usize) -> String {
+    format!("shardId-{n:012}")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn base64_decode(s: &str) -> String {
+    use base64::Engine as _;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .expect("base64"),
+    )
+    .expect("utf8")
+}
+
+/// Assert each shard's archive holds exactly the ids `<shard>-0 .. <shard>-(n-1)` at least
+/// once, first occurrences in order; returns the number of duplicate lines.
+pub fn assert_complete_in_order(
+    archived: &BTreeMap<String, Vec<Archived>>,
+    shards: usize,
+    per_shard: usize,
+) -> usize {
+    let mut duplicates = 0;
+    for s in 0..shards {
+        let records = archived.get(&shard_id(s)).map(Vec::as_slice).unwrap_or(&[]);
+        let mut seen = std::collections::HashSet::new();
+        let mut first_order = Vec::new();
+        for (seq, data) in records {
+            if seen.insert(data.clone()) {
+                first_order.push((seq.clone(), data.clone()));
+            } else {
+                duplicates += 1;
+            }
+        }
+        let expected: Vec<String> = (0..per_shard).map(|n| format!("{s}-{n}")).collect();
+        let got: Vec<String> = first_order.iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "shard {s}: {} distinct records archived, expected {}",
+            got.len(),
+            expected.len()
+        );
+        assert_eq!(got, expected, "shard {s}: records missing or out of order");
+        // Sequence numbers of first occurrences strictly increase.
+        assert!(
+            first_order
+                .windows(2)
+                .all(|w| shoal::lease::compare_sequence_numbers(&w[0].0, &w[1].0).is_lt())
+        );
+    }
+    duplicates
+}
