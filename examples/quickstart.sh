@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
 # The quickstart: builds everything it needs (wasm target, guest plugins, the shoal
-# binary), then runs the json-count processor over the bundled sample events, offline.
+# binary), then runs the consumer on examples/quickstart.toml: the bundled local stream
+# (4 shards, 2,000 JSON events), SQLite leases and the json-count processor. Offline.
+# Ctrl-C finishes the in-flight batches, checkpoints and releases the leases.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tests/build-plugins.sh
 echo "==> building shoal (release)"
 cargo build --release -p shoal
-echo "==> shoal replay: json-count over examples/data/events.jsonl"
-exec ./target/release/shoal replay \
-  --plugin plugins/target/wasm32-wasip2/release/json_count.wasm \
-  --input examples/data/events.jsonl \
-  --config examples/json-count.toml \
-  --batch-size 250 "$@"
+echo "==> shoal run --config examples/quickstart.toml   (Ctrl-C to stop; a restart resumes)"
+exec ./target/release/shoal run --config examples/quickstart.toml "$@"

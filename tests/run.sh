@@ -1,9 +1,30 @@
 #!/usr/bin/env bash
-# Runs every test of shoal: builds the guest plugins (wasm target included), then the
-# host's unit and integration tests. This is the README's test command; CI calls it.
+# Runs every test of shoal: builds the guest plugins (wasm target included), installs and
+# starts the local AWS emulators (kinesis-mock, kinesalite, DynamoDB Local; npm + Java),
+# runs the host's unit and integration tests against them, then stops the emulators it
+# started. This is the README's test command; CI calls it.
+#
+#   SHOAL_KEEP_EMULATORS=1 bash tests/run.sh   leave the emulators running afterwards
+#   bash tests/run.sh <cargo test args>        e.g. -- consumer_aws
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tests/build-plugins.sh
+
+echo "==> local AWS emulators"
+stop_emulators=1
+if bash tests/emulators.sh status >/dev/null 2>&1; then
+  # Somebody else's emulators are already answering: use them, leave them running.
+  stop_emulators=0
+fi
+endpoints="$(bash tests/emulators.sh start)"
+if [[ "$stop_emulators" == 1 && "${SHOAL_KEEP_EMULATORS:-0}" != 1 ]]; then
+  trap 'bash tests/emulators.sh stop || true' EXIT
+fi
+set -a
+eval "$endpoints"
+set +a
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+
 echo "==> host unit and integration tests"
 cargo test --workspace --no-fail-fast "$@"

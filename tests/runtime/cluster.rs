@@ -1,14 +1,17 @@
 //! A test cluster: real `shoal run` processes sharing a lease store, consuming a stream,
 //! archiving every record with the `archive` plugin so tests can see what was processed.
+//! Backends: the local file source + SQLite, or Kinesis + DynamoDB emulators.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shoal::lease::dynamo::DynamoLeaseStore;
 use shoal::lease::sqlite::SqliteLeaseStore;
 use shoal::lease::{Lease, LeaseStore};
 
+use crate::emulators::{AwsStream, Emulators};
 use crate::fixtures::{plugin_path, repo_root};
 
 /// One test's stream, lease store, archive and worker processes.
@@ -16,6 +19,18 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub lease_duration: Duration,
     workers: BTreeMap<String, Child>,
+    backend: Backend,
+}
+
+enum Backend {
+    /// Local file source and SQLite leases.
+    Local,
+    /// A Kinesis stream and a DynamoDB lease table on the emulators.
+    Aws {
+        stream: AwsStream,
+        /// The Kinesis endpoint shoal is given (the emulator, or a fault proxy before it).
+        kinesis_endpoint: String,
+    },
 }
 
 /// An archived record: (sequence number, data).
@@ -35,6 +50,55 @@ impl Cluster {
             dir,
             lease_duration,
             workers: BTreeMap::new(),
+            backend: Backend::Local,
+        }
+    }
+
+    /// A cluster on a new Kinesis stream of `shards` shards (on `emulators`' Kinesis) with
+    /// a new DynamoDB lease table.
+    pub fn aws(emulators: &Emulators, shards: usize, lease_duration: Duration) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["archive", "logs"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        let stream = emulators.create_stream(shards);
+        let kinesis_endpoint = emulators.kinesis_endpoint().to_string();
+        Self {
+            dir,
+            lease_duration,
+            workers: BTreeMap::new(),
+            backend: Backend::Aws {
+                stream,
+                kinesis_endpoint,
+            },
+        }
+    }
+
+    /// Point the workers started from now on at another Kinesis endpoint (a fault proxy).
+    pub fn set_kinesis_endpoint(&mut self, endpoint: &str) {
+        match &mut self.backend {
+            Backend::Aws {
+                kinesis_endpoint, ..
+            } => *kinesis_endpoint = endpoint.to_string(),
+            Backend::Local => panic!("a local cluster has no Kinesis endpoint"),
+        }
+    }
+
+    /// The Kinesis emulator's endpoint (AWS clusters only).
+    pub fn stream_endpoint(&self) -> &str {
+        match &self.backend {
+            Backend::Aws {
+                kinesis_endpoint, ..
+            } => kinesis_endpoint,
+            Backend::Local => panic!("a local cluster has no Kinesis endpoint"),
+        }
+    }
+
+    /// The Kinesis stream (AWS clusters only).
+    pub fn stream(&self) -> &AwsStream {
+        match &self.backend {
+            Backend::Aws { stream, .. } => stream,
+            Backend::Local => panic!("a local cluster has no Kinesis stream"),
         }
     }
 
@@ -45,6 +109,13 @@ impl Cluster {
     /// Append `count` records with unique ids `"<shard>-<n>"` to a shard.
     pub fn produce(&self, shard: usize, from: usize, count: usize) {
         use std::io::Write;
+        if let Backend::Aws { stream, .. } = &self.backend {
+            let records = (from..from + count)
+                .map(|n| (format!("pk{}", n % 16), format!("{shard}-{n}")))
+                .collect();
+            let _ = stream.put_to_shard(&shard_id(shard), records);
+            return;
+        }
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(self.path(&format!("stream/{}.jsonl", shard_id(shard))))
@@ -70,18 +141,11 @@ max_instances = 64
 application = "test"
 worker_id = "{worker}"
 lease_duration = "{lease}ms"
-max_records = 100
-idle_time_between_reads = "100ms"
+{max_records}idle_time_between_reads = "100ms"
 shard_sync_interval = "2s"
 {extra}
 
-[source]
-kind = "local"
-directory = "stream"
-
-[leases]
-kind = "sqlite"
-path = "state/leases.db"
+{backend}
 
 [plugin]
 path = "{plugin}"
@@ -94,9 +158,47 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
 "#,
             lease = self.lease_duration.as_millis(),
             plugin = plugin_path("archive").display(),
+            backend = self.backend_config(),
+            max_records = if extra.contains("max_records") {
+                ""
+            } else {
+                "max_records = 100\n"
+            },
         );
         std::fs::write(&path, text).expect("config");
         path
+    }
+
+    fn backend_config(&self) -> String {
+        match &self.backend {
+            Backend::Local => r#"[source]
+kind = "local"
+directory = "stream"
+
+[leases]
+kind = "sqlite"
+path = "state/leases.db""#
+                .to_string(),
+            Backend::Aws {
+                stream,
+                kinesis_endpoint,
+            } => format!(
+                r#"[source]
+kind = "kinesis"
+stream_name = "{name}"
+region = "us-east-1"
+endpoint = "{kinesis_endpoint}"
+
+[leases]
+kind = "dynamodb"
+table = "{table}"
+region = "us-east-1"
+endpoint = "{dynamodb}""#,
+                name = stream.name,
+                table = stream.table,
+                dynamodb = stream.dynamodb_endpoint,
+            ),
+        }
     }
 
     /// Start a worker process.
@@ -120,6 +222,7 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
                 repo_root().join("target/shoal-test-cache"),
             )
             .env("RUST_LOG", "info")
+            .envs(crate::emulators::TEST_CREDENTIALS.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -199,15 +302,23 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
         })
     }
 
-    /// The leases as stored now.
+    /// The leases as stored now (none before the first worker created them).
     pub fn leases(&self) -> Vec<Lease> {
-        let store =
-            SqliteLeaseStore::open(&self.path("state/leases.db"), "test").expect("open store");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        runtime.block_on(async { store.list().await.unwrap_or_default() })
+        match &self.backend {
+            Backend::Local => {
+                let store = SqliteLeaseStore::open(&self.path("state/leases.db"), "test")
+                    .expect("open store");
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("rt");
+                runtime.block_on(async { store.list().await.unwrap_or_default() })
+            }
+            Backend::Aws { stream, .. } => {
+                let store = DynamoLeaseStore::with_client(stream.dynamodb.clone(), &stream.table);
+                stream.block_on(async { store.list().await.unwrap_or_default() })
+            }
+        }
     }
 
     /// Leases per owner (unowned leases under "").
@@ -220,8 +331,9 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
     }
 
     /// Poll `check` until it holds or `timeout` passes; returns the time it took.
+    /// A worker that exits on its own fails the wait at once, with its log.
     pub fn wait_for(
-        &self,
+        &mut self,
         what: &str,
         timeout: Duration,
         mut check: impl FnMut(&Self) -> bool,
@@ -230,6 +342,16 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
         loop {
             if check(self) {
                 return started.elapsed();
+            }
+            let exited = self
+                .workers
+                .iter_mut()
+                .find_map(|(w, child)| Some((w.clone(), child.try_wait().ok()??)));
+            if let Some((worker, status)) = exited {
+                panic!(
+                    "worker {worker} exited ({status}) while waiting for {what}:\n{}",
+                    tail(&self.log(&worker), 40)
+                );
             }
             if started.elapsed() > timeout {
                 let logs: Vec<String> = self

@@ -2,11 +2,15 @@
 //! `plugins/` (one test binary, one module per concern).
 
 mod cluster;
+mod emulators;
 mod fixtures;
 
+mod consumer_aws;
 mod consumer_local;
+mod fault_proxy;
 mod faults;
 mod hot_swap;
 mod limits;
 mod replay;
 mod sandbox;
+mod scenarios;

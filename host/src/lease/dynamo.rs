@@ -49,6 +49,14 @@ impl DynamoLeaseStore {
         }
     }
 
+    /// Use an existing client (tests, or callers with their own SDK config).
+    pub fn with_client(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_string(),
+        }
+    }
+
     /// The table name.
     pub fn table(&self) -> &str {
         &self.table
