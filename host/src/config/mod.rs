@@ -695,3 +695,23 @@ mod tests {
         assert!(dir.path().join("dl").is_dir());
     }
 }
+
+#[cfg(test)]
+mod example_configs {
+    /// Every config shipped in `examples/` is valid.
+    #[test]
+    fn every_example_config_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                if let Err(e) = super::load(&path) {
+                    panic!("{e}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4, "only {checked} example configs found");
+    }
+}

@@ -32,6 +32,13 @@ const ENDING_HASH_KEY: &str = "endingHashKey";
 /// shoal's own attribute for graceful hand-off requests (KCL ignores unknown attributes).
 const HANDOFF_TO: &str = "shoalHandoffTo";
 
+/// The owner a write on a held lease is conditional on; an unowned lease is not held.
+fn held_owner(lease: &Lease) -> Result<String, LeaseError> {
+    lease.owner.clone().ok_or_else(|| LeaseError::Conflict {
+        key: lease.key.clone(),
+    })
+}
+
 /// Leases in a DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoLeaseStore {
@@ -384,9 +391,7 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        let owner = lease.owner.clone().ok_or_else(|| LeaseError::Conflict {
-            key: lease.key.clone(),
-        })?;
+        let owner = held_owner(lease)?;
         self.fenced_update(
             lease,
             "SET leaseCounter = :next",
@@ -428,9 +433,7 @@ impl LeaseStore for DynamoLeaseStore {
         lease: &Lease,
         checkpoint: &Checkpoint,
     ) -> Result<Lease, LeaseError> {
-        let owner = lease.owner.clone().ok_or_else(|| LeaseError::Conflict {
-            key: lease.key.clone(),
-        })?;
+        let owner = held_owner(lease)?;
         self.fenced_update(
             lease,
             "SET #cp = :cp, checkpointSubSequenceNumber = :sub, ownerSwitchesSinceCheckpoint = :zero, leaseCounter = :next",
@@ -447,9 +450,7 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        let owner = lease.owner.clone().ok_or_else(|| LeaseError::Conflict {
-            key: lease.key.clone(),
-        })?;
+        let owner = held_owner(lease)?;
         self.fenced_update(
             lease,
             "SET leaseCounter = :next REMOVE leaseOwner",
@@ -461,9 +462,7 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn request_handoff(&self, lease: &Lease, requester: &str) -> Result<(), LeaseError> {
-        let owner = lease.owner.clone().ok_or_else(|| LeaseError::Conflict {
-            key: lease.key.clone(),
-        })?;
+        let owner = held_owner(lease)?;
         match self
             .client
             .update_item()

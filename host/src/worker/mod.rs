@@ -192,11 +192,7 @@ impl ShardWorker {
                 }
                 Err(e) => {
                     failures += 1;
-                    let delay = backoff::jittered(
-                        failures,
-                        self.settings.backoff_initial,
-                        self.settings.backoff_max,
-                    );
+                    let delay = self.backoff(failures);
                     tracing::warn!(
                         attempt = failures,
                         delay_ms = delay.as_millis() as u64,
@@ -414,11 +410,7 @@ impl ShardWorker {
                 }
                 Err(e) => {
                     attempt += 1;
-                    let delay = backoff::jittered(
-                        attempt,
-                        self.settings.backoff_initial,
-                        self.settings.backoff_max,
-                    );
+                    let delay = self.backoff(attempt);
                     tracing::warn!(attempt, "checkpoint write failed, retrying: {e}");
                     tokio::select! {
                         _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
@@ -427,6 +419,15 @@ impl ShardWorker {
                 }
             }
         }
+    }
+
+    /// The back-off before retry `attempt` (1-based): capped exponential, jittered.
+    fn backoff(&self, attempt: u32) -> Duration {
+        backoff::jittered(
+            attempt,
+            self.settings.backoff_initial,
+            self.settings.backoff_max,
+        )
     }
 
     /// Sleep, unless the lease is lost or shutdown begins.
@@ -456,11 +457,7 @@ impl ShardWorker {
                 }
                 Err(e) => {
                     attempt += 1;
-                    let delay = backoff::jittered(
-                        attempt,
-                        self.settings.backoff_initial,
-                        self.settings.backoff_max,
-                    );
+                    let delay = self.backoff(attempt);
                     tracing::warn!(
                         attempt,
                         ?position,
