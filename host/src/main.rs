@@ -40,6 +40,13 @@ enum PluginCommand {
         /// The component (.wasm).
         path: PathBuf,
     },
+    /// List a component's imports and exports and explain, in plain words, whatever keeps
+    /// it from fitting the shoal:processor world (missing export, other version, extra
+    /// imports such as wasi:http). Exit status 1 if it does not fit.
+    Inspect {
+        /// The component (.wasm).
+        path: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,12 +90,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Plugin {
+            command: PluginCommand::Inspect { path },
+        } => {
+            let engine = inspection_engine()?;
+            let inspected =
+                tokio::task::spawn_blocking(move || engine.inspect_file(&path).map(|i| (path, i)))
+                    .await?;
+            match inspected {
+                Ok((path, inspection)) => {
+                    print!("{}", render_inspection(&path, &inspection));
+                    Ok(if inspection.problems.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+                Err(e) => {
+                    eprintln!("rejected: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Plugin {
             command: PluginCommand::Check { path },
         } => {
-            let engine = shoal::plugin::PluginEngine::new(&shoal::config::EngineSettings {
-                pooling: false,
-                ..Default::default()
-            })?;
+            let engine = inspection_engine()?;
             let checked = tokio::task::spawn_blocking(move || engine.load_file(&path, 1)).await?;
             match checked {
                 Ok(plugin) => {
@@ -108,6 +134,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// An engine for one-off checks: no pool, the usual cache.
+fn inspection_engine() -> anyhow::Result<shoal::plugin::PluginEngine> {
+    shoal::plugin::PluginEngine::new(&shoal::config::EngineSettings {
+        pooling: false,
+        ..Default::default()
+    })
+}
+
+fn render_inspection(
+    path: &std::path::Path,
+    inspection: &shoal::plugin::inspect::Inspection,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} against {}",
+        path.display(),
+        shoal::plugin::inspect::WORLD
+    );
+    for (title, items) in [
+        ("imports", &inspection.imports),
+        ("exports", &inspection.exports),
+    ] {
+        let _ = writeln!(out, "{title}:");
+        if items.is_empty() {
+            let _ = writeln!(out, "  (none)");
+        }
+        for item in items {
+            let mark = if item.problem { "✗" } else { "✓" };
+            let _ = writeln!(out, "  {mark} {} ({}): {}", item.name, item.kind, item.note);
+        }
+    }
+    if inspection.problems.is_empty() {
+        let _ = writeln!(out, "fits: shoal can run it");
+    } else {
+        let _ = writeln!(out, "does not fit:");
+        for problem in &inspection.problems {
+            let _ = writeln!(out, "  - {problem}");
+        }
+    }
+    out
 }
 
 /// The first SIGTERM/SIGINT starts a graceful shutdown; a second one exits at once.

@@ -2,14 +2,17 @@
 //! `plugins/` (one test binary, one module per concern).
 
 mod cluster;
+mod conformance;
 mod emulators;
 mod fixtures;
+mod guest_log;
 
 mod consumer_aws;
 mod consumer_local;
 mod fault_proxy;
 mod faults;
 mod hot_swap;
+mod inspect;
 mod limits;
 mod replay;
 mod sandbox;

@@ -12,6 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::bindings::{Processor, ProcessorPre};
 use super::cache::{ArtifactCache, ArtifactSource, content_digest};
 use super::host::HostState;
+use super::inspect::Inspection;
 use super::plugin::{Plugin, PluginLoadError};
 use crate::config::EngineSettings;
 
@@ -138,16 +139,20 @@ impl PluginEngine {
             reason: format!("{e:#}"),
         })?;
 
+        let explain = |raw: String| {
+            let plain = Inspection::of(&self.engine, &component).with_link_error(&raw);
+            format!("{} [wasmtime: {raw}]", plain.summary())
+        };
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
                 .map_err(|e| PluginLoadError::Imports {
                     path: path.to_path_buf(),
-                    reason: format!("{e:#}"),
+                    reason: explain(format!("{e:#}")),
                 })?;
         let pre = ProcessorPre::new(instance_pre).map_err(|e| PluginLoadError::Exports {
             path: path.to_path_buf(),
-            reason: format!("{e:#}"),
+            reason: explain(format!("{e:#}")),
         })?;
         Ok(Plugin::new(
             generation,
@@ -158,6 +163,35 @@ impl PluginEngine {
             source,
             started.elapsed(),
         ))
+    }
+}
+
+impl PluginEngine {
+    /// Compile a component file and say how it fits the world, import by import and
+    /// export by export. Errors only when it cannot be read, is no component or does not
+    /// compile; a misfit is reported in the inspection's problems.
+    pub fn inspect_file(&self, path: &Path) -> Result<Inspection, PluginLoadError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginLoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        check_is_component(path, &bytes)?;
+        let component = wasmtime::component::Component::new(&self.engine, &bytes).map_err(|e| {
+            PluginLoadError::Compile {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            }
+        })?;
+        let inspection = Inspection::of(&self.engine, &component);
+        let linked = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|pre| ProcessorPre::new(pre).map_err(|e| format!("{e:#}")));
+        Ok(match linked {
+            Ok(_) => inspection,
+            Err(raw) => inspection.with_link_error(&raw),
+        })
     }
 }
 

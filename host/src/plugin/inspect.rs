@@ -1,0 +1,246 @@
+//! Explains, in plain words, how a compiled component fits the `shoal:processor@0.1.0`
+//! world: what it imports and exports, and for each mismatch what is wrong and how to fix
+//! it with the usual toolchains. Used by `shoal plugin inspect` and in load rejections.
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+/// The world this host implements.
+pub const WORLD: &str = "shoal:processor@0.1.0";
+
+/// The functions the world requires a processor to export.
+const REQUIRED_EXPORTS: [&str; 3] = ["initialize", "process", "shutdown"];
+
+/// WASI 0.2 packages the host links (what a guest may reach is still deny-by-default).
+const WASI_PROVIDED: [&str; 6] = ["cli", "io", "clocks", "filesystem", "random", "sockets"];
+
+/// One import or export, with what the host makes of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Its name, e.g. `wasi:cli/environment@0.2.3` or `process`.
+    pub name: String,
+    /// `function`, `instance`, `type`, ...
+    pub kind: &'static str,
+    /// What it is for shoal, in a few words.
+    pub note: String,
+    /// Whether it stops the component from loading.
+    pub problem: bool,
+}
+
+/// A component's fit with the world.
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    /// Every import.
+    pub imports: Vec<Item>,
+    /// Every export.
+    pub exports: Vec<Item>,
+    /// What is wrong, one plain sentence each (empty when the names fit; the linker's
+    /// type check may still add one, see [`Inspection::with_link_error`]).
+    pub problems: Vec<String>,
+}
+
+fn kind_of(item: &ComponentItem) -> &'static str {
+    match item {
+        ComponentItem::ComponentFunc(_) => "function",
+        ComponentItem::CoreFunc(_) => "core function",
+        ComponentItem::Module(_) => "core module",
+        ComponentItem::Component(_) => "component",
+        ComponentItem::ComponentInstance(_) => "instance",
+        ComponentItem::Type(_) => "type",
+        ComponentItem::Resource(_) => "resource",
+    }
+}
+
+/// `wasi:http/types@0.2.0` → (`wasi`, `http`, `types`, `0.2.0`).
+fn split_name(name: &str) -> Option<(&str, &str, &str, &str)> {
+    let (namespace, rest) = name.split_once(':')?;
+    let (package, rest) = rest.split_once('/')?;
+    let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+    Some((namespace, package, interface, version))
+}
+
+fn import_note(name: &str, kind: &'static str) -> (String, Option<String>) {
+    if name == "log" {
+        return ("shoal's log function".into(), None);
+    }
+    match split_name(name) {
+        Some(("wasi", "http", _, _)) => (
+            "not provided".into(),
+            Some(format!(
+                "it imports `{name}`: processors get no HTTP (WASI HTTP is not linked). JavaScript \
+                 built with componentize-js imports it unless built with `-d http fetch-event`; \
+                 elsewhere, drop the HTTP client dependency"
+            )),
+        ),
+        Some(("wasi", package, _, version))
+            if version.starts_with("0.3") || version.starts_with("0.1") =>
+        {
+            (
+                "not provided".into(),
+                Some(format!(
+                    "it imports `{name}` (WASI {version}); shoal provides WASI 0.2 (preview 2): build for \
+                 wasm32-wasip2 / WASI 0.2{}",
+                    if package == "cli" {
+                        " (a preview 1 module needs the preview 1 *reactor* adapter)"
+                    } else {
+                        ""
+                    }
+                )),
+            )
+        }
+        Some(("wasi", package, _, _)) if WASI_PROVIDED.contains(&package) => (
+            "WASI 0.2; denied unless granted in [plugin.sandbox]".into(),
+            None,
+        ),
+        Some(("shoal", "processor", "types", version))
+            if WORLD.ends_with(&format!("@{version}")) =>
+        {
+            ("the world's types".into(), None)
+        }
+        Some(("shoal", "processor", interface, version))
+            if !WORLD.ends_with(&format!("@{version}")) =>
+        {
+            (
+                "not provided".into(),
+                Some(format!(
+                    "it imports `{interface}` from shoal:processor@{version}, but this shoal implements \
+                 {WORLD}: rebuild against this release's wit/processor.wit"
+                )),
+            )
+        }
+        _ => (
+            "not provided".into(),
+            Some(format!(
+                "it imports {kind} `{name}`, which shoal does not provide; a processor may import only \
+                 `log` and WASI 0.2 interfaces"
+            )),
+        ),
+    }
+}
+
+impl Inspection {
+    /// Inspect a compiled component's names against the world.
+    pub fn of(engine: &Engine, component: &Component) -> Self {
+        let ty = component.component_type();
+        let mut out = Inspection::default();
+        for (name, item) in ty.imports(engine) {
+            let kind = kind_of(&item.ty);
+            let (note, problem) = import_note(name, kind);
+            out.imports.push(Item {
+                name: name.to_string(),
+                kind,
+                note,
+                problem: problem.is_some(),
+            });
+            out.problems.extend(problem);
+        }
+        let mut found = Vec::new();
+        for (name, item) in ty.exports(engine) {
+            let kind = kind_of(&item.ty);
+            let required = REQUIRED_EXPORTS.contains(&name);
+            let problem = required && kind != "function";
+            if problem {
+                out.problems.push(format!(
+                    "its export `{name}` is a {kind}, not a function: export the world `processor` \
+                     itself (world-level functions), not an interface"
+                ));
+            }
+            if required {
+                found.push(name.to_string());
+            }
+            out.exports.push(Item {
+                name: name.to_string(),
+                kind,
+                note: if required {
+                    "required by the world".into()
+                } else {
+                    "not part of the world; ignored".into()
+                },
+                problem,
+            });
+        }
+        let missing: Vec<&str> = REQUIRED_EXPORTS
+            .iter()
+            .copied()
+            .filter(|r| !found.iter().any(|f| f == r))
+            .collect();
+        if !missing.is_empty() {
+            out.problems.push(format!(
+                "it does not export {}: a processor exports `initialize`, `process` and `shutdown` \
+                 (the world `processor` of {WORLD}; with componentize-py pass `-w processor`, with \
+                 componentize-js `-n processor`)",
+                missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        out
+    }
+
+    /// Add the linker's verdict when the names fit but a type does not.
+    pub fn with_link_error(mut self, error: &str) -> Self {
+        if self.problems.is_empty() {
+            self.problems.push(format!(
+                "a function does not have the signature {WORLD} gives it (built against another \
+                 version of wit/processor.wit?): {error}"
+            ));
+        }
+        self
+    }
+
+    /// The problems as one message.
+    pub fn summary(&self) -> String {
+        self.problems.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_split_into_package_interface_and_version() {
+        assert_eq!(
+            split_name("wasi:http/types@0.2.0"),
+            Some(("wasi", "http", "types", "0.2.0"))
+        );
+        assert_eq!(split_name("log"), None);
+    }
+
+    #[test]
+    fn imports_are_explained() {
+        assert!(import_note("log", "function").1.is_none());
+        assert!(
+            import_note("wasi:cli/environment@0.2.3", "instance")
+                .1
+                .is_none()
+        );
+        let http = import_note("wasi:http/types@0.2.0", "instance")
+            .1
+            .expect("a problem");
+        assert!(http.contains("-d http fetch-event"), "{http}");
+        let p3 = import_note("wasi:cli/environment@0.3.0", "instance")
+            .1
+            .expect("a problem");
+        assert!(p3.contains("WASI 0.2"), "{p3}");
+        assert!(
+            import_note("shoal:processor/types@0.1.0", "instance")
+                .1
+                .is_none()
+        );
+        let old = import_note("shoal:processor/metrics@0.0.9", "instance")
+            .1
+            .expect("a problem");
+        assert!(
+            old.contains("shoal:processor@0.0.9") && old.contains(WORLD),
+            "{old}"
+        );
+        let other = import_note("acme:db/query@1.0.0", "instance")
+            .1
+            .expect("a problem");
+        assert!(other.contains("does not provide"), "{other}");
+    }
+}
