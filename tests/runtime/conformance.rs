@@ -316,3 +316,8 @@ async fn conformance(lang: &'static str) {
 async fn rust_processor_conforms() {
     conformance("rust").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_processor_conforms() {
+    conformance("python").await;
+}
