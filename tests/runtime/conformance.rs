@@ -321,3 +321,8 @@ async fn rust_processor_conforms() {
 async fn python_processor_conforms() {
     conformance("python").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_processor_conforms() {
+    conformance("c").await;
+}
