@@ -326,3 +326,8 @@ async fn python_processor_conforms() {
 async fn c_processor_conforms() {
     conformance("c").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_processor_conforms() {
+    conformance("javascript").await;
+}

@@ -225,8 +225,10 @@ fn pooling_config(settings: &EngineSettings) -> PoolingAllocationConfig {
     pool.max_memories_per_component(MAX_MEMORIES_PER_COMPONENT);
     pool.max_tables_per_component(MAX_TABLES_PER_COMPONENT);
     // Most components need a few core instances and one or two memories; interpreter
-    // guests need more. Budget an average, not the worst case, times the slots.
-    pool.total_core_instances(instances.saturating_mul(8));
+    // guests need more (a QuickJS component: 9 core instances). Core-instance slots are
+    // only bookkeeping, so budget them generously; memories reserve address space, so
+    // budget those by the average.
+    pool.total_core_instances(instances.saturating_mul(16));
     pool.total_memories(instances.saturating_mul(2));
     pool.total_tables(instances.saturating_mul(8));
     pool.max_memory_size(settings.memory_bytes);

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds the JavaScript example processor into build/filter.wasm (next to this
+# script). One idempotent command, run from anywhere:
+#
+#   examples/processors/javascript/build.sh
+#
+# Needs Node.js 18+ with npm. Installs the pinned build tools from
+# package-lock.json with `npm ci` (skipped while node_modules matches the lock
+# file), then runs `npm run build` (componentize-qjs). Prints the timings; the
+# tools' own output goes to logs in build/ and is shown only when a step fails.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+if ! command -v npm >/dev/null 2>&1; then
+    # Debian/Ubuntu as root (CI, containers): the distribution's Node.js 18+ will do.
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "build.sh: npm not found; installing nodejs and npm with apt-get" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    else
+        echo "build.sh: npm not found; install Node.js 18 or later (it includes npm)" >&2
+        exit 1
+    fi
+fi
+
+export LC_ALL=C
+# Wall-clock seconds (fractional where bash has $EPOCHREALTIME), and the time since $1.
+now() { echo "${EPOCHREALTIME:-$(date +%s)}"; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+sha256() { if command -v sha256sum >/dev/null; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1; }
+# Runs a quiet step, logging to build/$1.log; on failure shows the log and stops.
+step() {
+    local log="build/$1.log"
+    shift
+    "$@" >"$log" 2>&1 || { cat "$log" >&2; echo "build.sh: failed: $*" >&2; exit 1; }
+}
+
+start=$(now)
+mkdir -p build
+
+# node_modules is up to date when it was installed from these exact package.json
+# and lock file: after a successful `npm ci` their hashes are kept in a stamp.
+stamp=node_modules/.shoal-install-sha256
+want="$(sha256 package.json) $(sha256 package-lock.json)"
+if [[ -x node_modules/.bin/componentize-qjs && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+    install="npm ci skipped (node_modules up to date)"
+else
+    step npm-ci npm ci --no-audit --no-fund
+    echo "$want" >"$stamp"
+    install="npm ci $(elapsed "$start") s"
+fi
+
+build_start=$(now)
+step componentize npm run --silent build
+size=$(wc -c <build/filter.wasm | tr -d ' ')
+
+echo "built $here/build/filter.wasm ($size bytes): $install, componentize $(elapsed "$build_start") s, total $(elapsed "$start") s"
