@@ -16,7 +16,7 @@ use crate::fixtures::*;
 use crate::guest_log::{self, GuestLine};
 
 /// Build `examples/processors/<lang>/` with its own one command; fails loudly.
-fn build(lang: &str) -> PathBuf {
+pub fn build(lang: &str) -> PathBuf {
     // One toolchain build at a time: they are CPU-heavy and some install packages.
     static BUILDING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());

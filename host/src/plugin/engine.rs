@@ -12,7 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::bindings::{Processor, ProcessorPre};
 use super::cache::{ArtifactCache, ArtifactSource, content_digest};
 use super::host::HostState;
-use super::inspect::Inspection;
+use super::inspect::{Inspection, explain_compile_error};
 use super::plugin::{Plugin, PluginLoadError};
 use crate::config::EngineSettings;
 
@@ -136,7 +136,7 @@ impl PluginEngine {
         }
         .map_err(|e| PluginLoadError::Compile {
             path: path.to_path_buf(),
-            reason: format!("{e:#}"),
+            reason: explain_compile_error(&format!("{e:#}")),
         })?;
 
         let explain = |raw: String| {
@@ -179,7 +179,7 @@ impl PluginEngine {
         let component = wasmtime::component::Component::new(&self.engine, &bytes).map_err(|e| {
             PluginLoadError::Compile {
                 path: path.to_path_buf(),
-                reason: format!("{e:#}"),
+                reason: explain_compile_error(&format!("{e:#}")),
             }
         })?;
         let inspection = Inspection::of(&self.engine, &component);

@@ -28,6 +28,18 @@ pub struct Item {
     pub problem: bool,
 }
 
+/// A compiler error, with what it means for a processor author in front when it is one
+/// of the known toolchain mistakes.
+pub fn explain_compile_error(reason: &str) -> String {
+    if reason.contains("requires the component model async feature") {
+        return format!(
+            "it uses the component-model async ABI, which shoal does not enable: build it \
+             synchronously (componentize-qjs: `--sync`; wit-bindgen: no `async` options) [{reason}]"
+        );
+    }
+    reason.to_string()
+}
+
 /// A component's fit with the world.
 #[derive(Debug, Clone, Default)]
 pub struct Inspection {
@@ -160,6 +172,18 @@ impl Inspection {
                 problem,
             });
         }
+        if let Some(run) = out
+            .exports
+            .iter()
+            .find(|e| e.name.starts_with("wasi:cli/run@"))
+        {
+            out.problems.push(format!(
+                "it exports `{}`: it is a WASI *command* (a program with `main`), not a library: \
+                 build a reactor instead (C: `-mexec-model=reactor` and `jco new --wasi-reactor`; \
+                 Rust: `crate-type = [\"cdylib\"]`)",
+                run.name
+            ));
+        }
         let missing: Vec<&str> = REQUIRED_EXPORTS
             .iter()
             .copied()
@@ -208,6 +232,15 @@ mod tests {
             Some(("wasi", "http", "types", "0.2.0"))
         );
         assert_eq!(split_name("log"), None);
+    }
+
+    #[test]
+    fn async_components_are_explained() {
+        let text = explain_compile_error(
+            "failed to parse: `task.cancel` requires the component model async feature",
+        );
+        assert!(text.contains("--sync"), "{text}");
+        assert_eq!(explain_compile_error("other"), "other");
     }
 
     #[test]
