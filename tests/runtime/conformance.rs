@@ -331,3 +331,8 @@ async fn c_processor_conforms() {
 async fn javascript_processor_conforms() {
     conformance("javascript").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_processor_conforms() {
+    conformance("go").await;
+}

@@ -1,0 +1,3 @@
+module shoal.example/filter
+
+go 1.24
