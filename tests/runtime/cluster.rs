@@ -20,6 +20,10 @@ pub struct Cluster {
     pub lease_duration: Duration,
     workers: BTreeMap<String, Child>,
     backend: Backend,
+    /// The plugin file workers load (default: the built `archive`).
+    plugin: Option<PathBuf>,
+    /// Extra `[plugin.settings]` lines.
+    plugin_settings: String,
 }
 
 enum Backend {
@@ -51,6 +55,8 @@ impl Cluster {
             lease_duration,
             workers: BTreeMap::new(),
             backend: Backend::Local,
+            plugin: None,
+            plugin_settings: String::new(),
         }
     }
 
@@ -71,7 +77,16 @@ impl Cluster {
                 stream,
                 kinesis_endpoint,
             },
+            plugin: None,
+            plugin_settings: String::new(),
         }
+    }
+
+    /// Workers started from now on load `path` (watched for hot swaps) with these extra
+    /// `[plugin.settings]` lines.
+    pub fn set_plugin(&mut self, path: &std::path::Path, settings: &str) {
+        self.plugin = Some(path.to_path_buf());
+        self.plugin_settings = settings.to_string();
     }
 
     /// Point the workers started from now on at another Kinesis endpoint (a fault proxy).
@@ -152,12 +167,18 @@ path = "{plugin}"
 
 [plugin.settings]
 dir = "/archive"
+{plugin_settings}
 
 [plugin.sandbox]
 dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
 "#,
             lease = self.lease_duration.as_millis(),
-            plugin = plugin_path("archive").display(),
+            plugin = self
+                .plugin
+                .clone()
+                .unwrap_or_else(|| plugin_path("archive"))
+                .display(),
+            plugin_settings = self.plugin_settings,
             backend = self.backend_config(),
             max_records = if extra.contains("max_records") {
                 ""

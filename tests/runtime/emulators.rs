@@ -69,6 +69,12 @@ fn require(name: &str, url: &str) {
 impl Emulators {
     /// The emulators, with `kinesis` as the stream service.
     pub fn new(kinesis: Kinesis) -> Self {
+        let dynamodb = endpoint("DYNAMODB_ENDPOINT", "http://127.0.0.1:8000");
+        Self::with_dynamodb(kinesis, &dynamodb)
+    }
+
+    /// `kinesis` and a DynamoDB (Local) of the caller's at `dynamodb`.
+    pub fn with_dynamodb(kinesis: Kinesis, dynamodb: &str) -> Self {
         let kinesis = match kinesis {
             Kinesis::Mock => {
                 let url = endpoint("KINESIS_ENDPOINT", "http://127.0.0.1:4568");
@@ -81,7 +87,7 @@ impl Emulators {
                 url
             }
         };
-        let dynamodb = endpoint("DYNAMODB_ENDPOINT", "http://127.0.0.1:8000");
+        let dynamodb = dynamodb.to_string();
         require("DynamoDB Local", &dynamodb);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -17,3 +17,4 @@ mod limits;
 mod replay;
 mod sandbox;
 mod scenarios;
+mod soak;

@@ -3,7 +3,9 @@
 //! to `<dir>/<shard-id>.jsonl` and checkpoints the batch.
 //!
 //! Settings: `dir` (the guest path of a read-write directory the host grants; default
-//! `/archive`), `sync` (`true` to fsync after every batch; default `false`).
+//! `/archive`), `sync` (`true` to fsync after every batch; default `false`),
+//! `trap_per_mille` (chaos tests: trap on that many batches in 1,000, at random, before
+//! writing anything, so a retry on a fresh instance writes the batch once; default 0).
 //! The batch is written with one append and flushed before `batch-end` is returned, so
 //! everything the host checkpoints is in the file.
 
@@ -18,7 +20,14 @@ struct Archive {
     file: File,
     path: String,
     sync: bool,
+    trap_per_mille: u64,
     line: Vec<u8>,
+}
+
+/// A random number in 0..1000 (std's hasher keys come from WASI's random source).
+fn draw_per_mille() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish() % 1000
 }
 
 impl Processor for Archive {
@@ -30,10 +39,19 @@ impl Processor for Archive {
             .append(true)
             .open(&path)
             .map_err(|e| ProcessError::Fatal(format!("cannot open {path} for appending (is `{dir}` granted read-write?): {e}")))?;
-        Ok(Archive { file, path, sync: settings.parse_or("sync", false)?, line: Vec::with_capacity(64 * 1024) })
+        Ok(Archive {
+            file,
+            path,
+            sync: settings.parse_or("sync", false)?,
+            trap_per_mille: settings.parse_or("trap_per_mille", 0)?,
+            line: Vec::with_capacity(64 * 1024),
+        })
     }
 
     fn process(&mut self, shard: &ShardInfo, batch: Batch) -> Result<CheckpointDirective, ProcessError> {
+        if self.trap_per_mille > 0 && draw_per_mille() < self.trap_per_mille {
+            panic!("chaos: injected trap ({} per mille of batches)", self.trap_per_mille);
+        }
         self.line.clear();
         for r in &batch.records {
             let value = serde_json::json!({
