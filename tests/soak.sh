@@ -14,4 +14,4 @@ set -a
 eval "$endpoints"
 set +a
 export SHOAL_SOAK_RECORDS="${SHOAL_SOAK_RECORDS:-200000}"
-cargo test --release --test runtime soak::chaos_soak -- --nocapture 2>&1 | tee target/soak.log | grep -E "^soak:|^test |panicked|test result"
+cargo test --test runtime soak::chaos_soak -- --nocapture 2>&1 | tee target/soak.log | grep -E "^soak:|^test |panicked|test result"

@@ -256,6 +256,7 @@ fn chaos_soak() {
     let steps = 20;
     let per_step = records.div_ceil(steps);
     let mut produced = 0;
+    let mut victim = WORKERS[0];
     for step in 0..steps {
         let batch: Vec<(String, String)> = (produced..(produced + per_step).min(records))
             .map(|n| (format!("pk{}", n % KEYS), n.to_string()))
@@ -274,10 +275,11 @@ fn chaos_soak() {
                 events.push(format!("split {}", first.shard_id));
             }
             5 => {
-                c.kill("w2");
-                events.push("SIGKILL w2".into());
+                victim = WORKERS[fastrand::usize(..WORKERS.len())];
+                c.kill(victim);
+                events.push(format!("SIGKILL {victim}"));
             }
-            6 => c.start_with("w2", WORKER_CONFIG),
+            6 => c.start_with(victim, WORKER_CONFIG),
             7 => {
                 swap_plugin(&plugin, &variant(&original, "1"));
                 events.push("hot swap 1".into());
@@ -298,10 +300,11 @@ fn chaos_soak() {
                 events.push(format!("merge {} + {}", pair.0, pair.1));
             }
             13 => {
-                c.kill("w3");
-                events.push("SIGKILL w3".into());
+                victim = WORKERS[fastrand::usize(..WORKERS.len())];
+                c.kill(victim);
+                events.push(format!("SIGKILL {victim}"));
             }
-            14 => c.start_with("w3", WORKER_CONFIG),
+            14 => c.start_with(victim, WORKER_CONFIG),
             15 => {
                 swap_plugin(&plugin, &variant(&original, "2"));
                 events.push("hot swap 2".into());
