@@ -53,7 +53,19 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 }
 
 /// Parse and validate config text; `path` names it in errors and anchors relative paths.
+/// Directories the config asks for (local stream, dead letters, sandbox dirs marked
+/// `create`) are created.
 pub fn parse(path: &Path, source: &str) -> Result<Settings, ConfigError> {
+    validate(path, source, true)
+}
+
+/// Parse and validate config text without touching the file system (no directory is
+/// created; for checks and fuzzing).
+pub fn check(path: &Path, source: &str) -> Result<Settings, ConfigError> {
+    validate(path, source, false)
+}
+
+fn validate(path: &Path, source: &str, create_dirs: bool) -> Result<Settings, ConfigError> {
     let file: ConfigFile = toml::from_str(source).map_err(|e| {
         let offset = e.span().map(|s| s.start);
         ConfigError {
@@ -78,6 +90,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Settings, ConfigError> {
         path,
         source,
         base: &base,
+        create_dirs,
     }
     .settings(file)
 }
@@ -86,9 +99,25 @@ struct Validator<'a> {
     path: &'a Path,
     source: &'a str,
     base: &'a Path,
+    /// Create the directories the config names (off for side-effect-free checks).
+    create_dirs: bool,
 }
 
 impl Validator<'_> {
+    /// Create `dir` (and its parents) unless this is a side-effect-free check.
+    fn create_dir(
+        &self,
+        dir: &Path,
+        span: Option<std::ops::Range<usize>>,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        if !self.create_dirs {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| self.error(span, key, format!("cannot create {}: {e}", dir.display())))
+    }
+
     fn error(
         &self,
         span: Option<std::ops::Range<usize>>,
@@ -258,13 +287,7 @@ impl Validator<'_> {
                     ));
                 };
                 let directory = self.resolve(dir.get_ref());
-                std::fs::create_dir_all(&directory).map_err(|e| {
-                    self.error(
-                        Some(dir.span()),
-                        "source.directory",
-                        format!("cannot create {}: {e}", directory.display()),
-                    )
-                })?;
+                self.create_dir(&directory, Some(dir.span()), "source.directory")?;
                 SourceSettings::Local {
                     directory,
                     stream_name: source
@@ -383,15 +406,9 @@ impl Validator<'_> {
             let dir = dir.get_ref();
             let host = self.resolve(&dir.host);
             if dir.create {
-                std::fs::create_dir_all(&host).map_err(|e| {
-                    self.error(
-                        Some(span.clone()),
-                        "plugin.sandbox.dirs.host",
-                        format!("cannot create {}: {e}", host.display()),
-                    )
-                })?;
+                self.create_dir(&host, Some(span.clone()), "plugin.sandbox.dirs.host")?;
             }
-            if !host.is_dir() {
+            if !host.is_dir() && (self.create_dirs || !dir.create) {
                 return Err(self.error(
                     Some(span),
                     "plugin.sandbox.dirs.host",
@@ -476,13 +493,7 @@ impl Validator<'_> {
             (None | Some((PoisonFile::Block, _)), _) => PoisonPolicy::Block,
             (Some((PoisonFile::DeadLetter, _)), Some(dir)) => {
                 let path = self.resolve(dir.get_ref());
-                std::fs::create_dir_all(&path).map_err(|e| {
-                    self.error(
-                        Some(dir.span()),
-                        "plugin.failure.dead_letter_dir",
-                        format!("cannot create {}: {e}", path.display()),
-                    )
-                })?;
+                self.create_dir(&path, Some(dir.span()), "plugin.failure.dead_letter_dir")?;
                 PoisonPolicy::DeadLetter { dir: path }
             }
             (Some((PoisonFile::DeadLetter, span)), None) => {
@@ -693,6 +704,20 @@ mod tests {
             }
         );
         assert!(dir.path().join("dl").is_dir());
+    }
+}
+
+#[cfg(test)]
+mod side_effects {
+    #[test]
+    fn check_creates_nothing_and_parse_creates_the_named_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("shoal.toml");
+        let text = "[consumer]\napplication = \"a\"\n[source]\nkind = \"local\"\ndirectory = \"stream\"\n[leases]\nkind = \"sqlite\"\npath = \"l.db\"\n";
+        super::check(&config, text).expect("valid");
+        assert!(!dir.path().join("stream").exists());
+        super::parse(&config, text).expect("valid");
+        assert!(dir.path().join("stream").is_dir());
     }
 }
 
