@@ -50,7 +50,10 @@ fn split_2_2(c: &mut Cluster) {
 }
 
 fn main() {
-    let runs: usize = std::env::var("SHOAL_FAILOVER_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let runs: usize = std::env::var("SHOAL_FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let (mut crash, mut graceful) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let mut c = Cluster::local(4, LEASE);
@@ -58,14 +61,28 @@ fn main() {
         c.start("w2");
         split_2_2(&mut c);
         c.kill("w2");
-        crash.push(c.wait_for("the survivor to hold every lease", Duration::from_secs(60), |c| c.owners().get("w1") == Some(&4)).as_secs_f64());
+        crash.push(
+            c.wait_for(
+                "the survivor to hold every lease",
+                Duration::from_secs(60),
+                |c| c.owners().get("w1") == Some(&4),
+            )
+            .as_secs_f64(),
+        );
         c.start("w2");
         split_2_2(&mut c);
         let sent = Instant::now();
         assert!(c.terminate("w2"), "clean exit");
-        c.wait_for("the released leases taken", Duration::from_secs(60), |c| c.owners().get("w1") == Some(&4));
+        c.wait_for("the released leases taken", Duration::from_secs(60), |c| {
+            c.owners().get("w1") == Some(&4)
+        });
         graceful.push(sent.elapsed().as_secs_f64());
-        eprintln!("run {}: crash {:.2} s, graceful {:.2} s", run + 1, crash[run], graceful[run]);
+        eprintln!(
+            "run {}: crash {:.2} s, graceful {:.2} s",
+            run + 1,
+            crash[run],
+            graceful[run]
+        );
     }
 
     // Hot swap under a flow of records.
@@ -76,7 +93,9 @@ fn main() {
     std::fs::write(&plugin, &original).expect("copy");
     c.set_plugin(&plugin, "");
     c.start("w1");
-    c.wait_for("w1 to hold every lease", Duration::from_secs(60), |c| c.owners().get("w1") == Some(&shards));
+    c.wait_for("w1 to hold every lease", Duration::from_secs(60), |c| {
+        c.owners().get("w1") == Some(&shards)
+    });
     let mut swaps = Vec::new();
     let mut next = 0;
     for swap in 1..=10u32 {
@@ -84,7 +103,10 @@ fn main() {
             c.produce(s, next, 50);
         }
         next += 50;
-        let switched_before = c.log("w1").matches("shard switched plugin generation").count();
+        let switched_before = c
+            .log("w1")
+            .matches("shard switched plugin generation")
+            .count();
         let mut bytes = original.clone();
         // A custom section makes a new file (new digest) with the same code.
         let tag = format!("swap-{swap}");
@@ -96,7 +118,12 @@ fn main() {
         std::fs::rename(&tmp, &plugin).expect("swap");
         // Keep records flowing so every shard reaches a batch boundary.
         let deadline = written + Duration::from_secs(60);
-        while c.log("w1").matches("shard switched plugin generation").count() < switched_before + shards {
+        while c
+            .log("w1")
+            .matches("shard switched plugin generation")
+            .count()
+            < switched_before + shards
+        {
             assert!(Instant::now() < deadline, "not every shard switched");
             for s in 0..shards {
                 c.produce(s, next, 1);
@@ -111,7 +138,16 @@ fn main() {
     println!("## Failover and hot swap (local source, SQLite leases, lease duration {LEASE:?})\n");
     println!("| measure | runs | min | median | p90 | max |");
     println!("|---|---:|---:|---:|---:|---:|");
-    println!("| crash failover (SIGKILL → survivor holds every lease), s | {} |", distribution(crash));
-    println!("| graceful hand-off (SIGTERM → peer holds every lease), s | {} |", distribution(graceful));
-    println!("| hot swap (file replaced → all {shards} shards on the new generation), ms | {} |", distribution(swaps));
+    println!(
+        "| crash failover (SIGKILL → survivor holds every lease), s | {} |",
+        distribution(crash)
+    );
+    println!(
+        "| graceful hand-off (SIGTERM → peer holds every lease), s | {} |",
+        distribution(graceful)
+    );
+    println!(
+        "| hot swap (file replaced → all {shards} shards on the new generation), ms | {} |",
+        distribution(swaps)
+    );
 }

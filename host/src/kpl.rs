@@ -42,6 +42,9 @@ pub struct UserRecord {
 /// Why an aggregate could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AggregateError {
+    /// Too short, or without the KPL magic: not an aggregate at all.
+    #[error("not a KPL aggregate (no magic bytes, or shorter than magic + MD5)")]
+    NotAggregate,
     /// The MD5 trailer does not match.
     #[error("checksum mismatch")]
     Checksum,
@@ -98,6 +101,9 @@ pub fn is_aggregate(data: &[u8]) -> bool {
 
 /// Decode an aggregate into its user records.
 pub fn decode(data: &[u8]) -> Result<Vec<UserRecord>, AggregateError> {
+    if !is_aggregate(data) {
+        return Err(AggregateError::NotAggregate);
+    }
     let body = &data[MAGIC.len()..data.len() - DIGEST_LEN];
     let digest = &data[data.len() - DIGEST_LEN..];
     if Md5::digest(body).as_slice() != digest {
@@ -277,6 +283,24 @@ impl<'a> Reader<'a> {
         }
         self.buf = &self.buf[n..];
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod fuzz_found {
+    /// Found by `host/fuzz` (target `kpl`): decoding an empty or short input panicked.
+    #[test]
+    fn short_inputs_are_not_aggregates() {
+        for data in [
+            &b""[..],
+            &[0xF3, 0x89, 0x9A, 0xC2],
+            &[0xF3, 0x89, 0x9A, 0xC2, 1, 2, 3],
+        ] {
+            assert!(matches!(
+                super::decode(data),
+                Err(super::AggregateError::NotAggregate)
+            ));
+        }
     }
 }
 

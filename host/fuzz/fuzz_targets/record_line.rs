@@ -1,0 +1,12 @@
+//! JSON-lines records (`shoal replay` input, the local stream source, archives) are
+//! outside input: any line parses into a record or gives an error, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shoal::archive_format::InputLine;
+
+fuzz_target!(|line: &str| {
+    if let Ok(parsed) = InputLine::parse(line) {
+        let _ = parsed.into_record("00000000000000000001".to_string(), 0);
+    }
+});
