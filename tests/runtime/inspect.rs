@@ -5,22 +5,9 @@ use std::process::Command;
 
 use crate::fixtures::*;
 
+/// `shoal plugin inspect` on a built guest plugin of `plugins/`.
 fn inspect(name: &str) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["plugin", "inspect"])
-        .arg(plugin_path(name))
-        .env(
-            "SHOAL_CACHE_DIR",
-            repo_root().join("target/shoal-test-cache"),
-        )
-        .output()
-        .expect("run shoal plugin inspect");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    inspect_file(&plugin_path(name))
 }
 
 #[test]
