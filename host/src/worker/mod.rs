@@ -140,7 +140,11 @@ impl ShardWorker {
         if lease.is_finished() {
             return self.finish_shard_end(&mut checkpointer).await;
         }
+        // `position` and `resume_skip` say where to re-acquire an iterator (after an
+        // expired one); `skip` applies only to the first fetch after an acquire, since an
+        // iterator from GetRecords already starts past what was processed.
         let (mut position, mut skip) = self.start_position(&lease.checkpoint);
+        let mut resume_skip = skip.clone();
         tracing::info!(checkpoint = %lease.checkpoint, "shard worker starting");
         let mut iterator = match self.acquire_iterator(&position).await {
             Step::Go(it) => it,
@@ -183,6 +187,7 @@ impl ShardWorker {
                         Step::Go(it) => it,
                         Step::Stop(exit) => return self.stop(exit, &mut checkpointer).await,
                     };
+                    skip = resume_skip.clone();
                     continue;
                 }
                 Err(SourceError::NotFound(e)) => {
@@ -213,7 +218,9 @@ impl ShardWorker {
                 kpl::deaggregate_into(record, self.held.key(), &mut records);
             }
             if let Some(s) = &skip {
-                records.retain(|r| !skipped(s, r));
+                // Records come in sequence order: what to skip is a prefix.
+                let already = records.iter().take_while(|r| skipped(s, r)).count();
+                records.drain(..already);
                 if records
                     .first()
                     .is_some_and(|r| r.sequence_number != s.sequence)
@@ -263,7 +270,7 @@ impl ShardWorker {
                     Applied::Continue => {
                         if let Some(p) = &last {
                             position = StartPosition::AtSequence(p.sequence_number.clone());
-                            skip = Some(SkipThrough {
+                            resume_skip = Some(SkipThrough {
                                 sequence: p.sequence_number.clone(),
                                 sub_sequence: Some(p.sub_sequence_number),
                             });
@@ -275,6 +282,7 @@ impl ShardWorker {
                             sequence: to.sequence_number.clone(),
                             sub_sequence: to.sub_sequence_number.checked_sub(1),
                         });
+                        resume_skip = skip.clone();
                         if let Step::Stop(exit) = self.flush_due(&mut checkpointer).await {
                             return exit;
                         }
