@@ -155,6 +155,15 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// The write's condition did not hold (the lease changed, or is absent).
+fn condition_failed<
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    matches!(classify(e).0, ErrorClass::Service(code) if code == "ConditionalCheckFailedException")
+}
+
 fn lease_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static>(
     e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> LeaseError {
@@ -381,12 +390,8 @@ impl LeaseStore for DynamoLeaseStore {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) => match classify(&e) {
-                (ErrorClass::Service(code), _) if code == "ConditionalCheckFailedException" => {
-                    Ok(false)
-                }
-                _ => Err(lease_error(&e)),
-            },
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(lease_error(&e)),
         }
     }
 
@@ -477,14 +482,10 @@ impl LeaseStore for DynamoLeaseStore {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => match classify(&e) {
-                (ErrorClass::Service(code), _) if code == "ConditionalCheckFailedException" => {
-                    Err(LeaseError::Conflict {
-                        key: lease.key.clone(),
-                    })
-                }
-                _ => Err(lease_error(&e)),
-            },
+            Err(e) if condition_failed(&e) => Err(LeaseError::Conflict {
+                key: lease.key.clone(),
+            }),
+            Err(e) => Err(lease_error(&e)),
         }
     }
 
@@ -504,14 +505,10 @@ impl LeaseStore for DynamoLeaseStore {
         };
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(e) => match classify(&e) {
-                (ErrorClass::Service(code), _) if code == "ConditionalCheckFailedException" => {
-                    Err(LeaseError::NotFound {
-                        key: key.to_string(),
-                    })
-                }
-                _ => Err(lease_error(&e)),
-            },
+            Err(e) if condition_failed(&e) => Err(LeaseError::NotFound {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(lease_error(&e)),
         }
     }
 
@@ -527,14 +524,10 @@ impl LeaseStore for DynamoLeaseStore {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => match classify(&e) {
-                (ErrorClass::Service(code), _) if code == "ConditionalCheckFailedException" => {
-                    Err(LeaseError::Conflict {
-                        key: lease.key.clone(),
-                    })
-                }
-                _ => Err(lease_error(&e)),
-            },
+            Err(e) if condition_failed(&e) => Err(LeaseError::Conflict {
+                key: lease.key.clone(),
+            }),
+            Err(e) => Err(lease_error(&e)),
         }
     }
 }
