@@ -6,6 +6,10 @@
 //!
 //! `SHOAL_SCALE_SHARDS` (default 1000) and `SHOAL_SCALE_RECORDS` per shard (default 200).
 
+#[allow(dead_code)]
+#[path = "support/proc_stats.rs"]
+mod proc_stats;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,21 +31,11 @@ fn env_or(name: &str, default: usize) -> usize {
 
 /// (RSS bytes, peak RSS bytes, CPU seconds) of a process.
 fn sample(pid: u32) -> Option<(u64, u64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = |key: &str| -> Option<u64> {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|k| k * 1024)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some((kib("VmRSS:")?, kib("VmHWM:")?, ticks / 100.0))
+    Some((
+        proc_stats::rss_bytes(pid)?,
+        proc_stats::peak_rss_bytes(pid)?,
+        proc_stats::cpu_seconds(pid)?,
+    ))
 }
 
 fn count(path: &Path, needle: &str) -> usize {

@@ -26,6 +26,8 @@ mod emulators;
 #[path = "../../../tests/runtime/fixtures.rs"]
 mod fixtures;
 mod multilang;
+#[allow(dead_code)]
+#[path = "../support/proc_stats.rs"]
 mod proc_stats;
 
 use std::collections::BTreeMap;

@@ -1,4 +1,5 @@
-//! CPU time and memory of a process and its children, read from /proc.
+//! CPU time and memory of a process and its children, read from /proc (shared by the
+//! benchmarks that measure `shoal run` processes).
 
 /// CPU seconds (user + system) a process has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -29,6 +30,11 @@ fn status_bytes(pid: u32, key: &str) -> Option<u64> {
 /// Resident memory now.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     status_bytes(pid, "VmRSS:")
+}
+
+/// The most resident memory the process has had.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
 }
 
 /// `pid` and its direct children.
