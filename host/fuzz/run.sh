@@ -25,7 +25,7 @@ for target in "${targets[@]}"; do
   echo "==> fuzz $target for ${seconds}s"
   mkdir -p "fuzz/corpus/$target"
   cargo +nightly fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
-    -max_total_time="$seconds" -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|==[0-9]+==|SUMMARY|Done)|panicked|ERROR" || true
+    -max_total_time="$seconds" -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|==[0-9]+==|SUMMARY|Done)|panicked|ERROR" || true
   if compgen -G "fuzz/artifacts/$target/*" >/dev/null; then
     echo "fuzz $target: failing input found (crash, leak, timeout or OOM), see host/fuzz/artifacts/$target/" >&2
     exit 1

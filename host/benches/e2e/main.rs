@@ -15,9 +15,10 @@
 //!
 //! Measured per run: time from process start to the first checkpoint and to every shard
 //! checkpointed at its last record, records/s over that time, CPU seconds of the consumer
-//! (with its children), peak resident memory (summed over the family), and the CPU the
-//! two emulators spent meanwhile. Each run's output is checked (archive: every record
-//! once; json-count: the shutdown counts add up). Prints Markdown with the medians.
+//! (with its children), peak resident memory (each process's high-water mark, summed
+//! over the family), and the CPU the two emulators spent meanwhile. Each run's output is
+//! checked (archive: every record once; json-count: the shutdown counts add up). Prints
+//! Markdown with the medians.
 
 #[allow(dead_code)]
 #[path = "../../../tests/runtime/emulators.rs"]
@@ -329,11 +330,9 @@ path = "{plugin}"
         let started = Instant::now();
         let mut child = self.spawn(consumer, work);
         let pid = child.id();
-        let mut family = vec![pid];
-        let mut family_checked = Instant::now();
-        let (mut first, mut peak_rss) = (None, 0);
+        let mut first = None;
         let deadline = started + Duration::from_secs(600);
-        let (drained, (cpu, children_cpu_s)) = loop {
+        let (drained, (cpu, children_cpu_s, peak_rss)) = loop {
             std::thread::sleep(Duration::from_millis(100));
             if let Some(status) = child.try_wait().expect("wait") {
                 panic!("{consumer:?} exited with {status}:\n{}", self.log());
@@ -343,12 +342,6 @@ path = "{plugin}"
                 "{consumer:?} did not finish in 10 minutes:\n{}",
                 self.log()
             );
-            if family_checked.elapsed() > Duration::from_millis(500) {
-                family = proc_stats::family(pid);
-                family_checked = Instant::now();
-            }
-            let (_, rss) = proc_stats::family_totals(&family);
-            peak_rss = peak_rss.max(rss);
             let now = checkpoints(self.stream, &self.table);
             if first.is_none()
                 && now
@@ -362,11 +355,20 @@ path = "{plugin}"
                 .iter()
                 .all(|(shard, last)| now.get(shard) == Some(last))
             {
-                // Sample the family once more, at the moment of completion.
-                let (cpu, rss) = proc_stats::family_totals(&proc_stats::family(pid));
-                peak_rss = peak_rss.max(rss);
+                let drained = started.elapsed();
+                let family = proc_stats::family(pid);
+                let cpu: f64 = family
+                    .iter()
+                    .filter_map(|&p| proc_stats::cpu_seconds(p))
+                    .sum();
                 let own = proc_stats::cpu_seconds(pid).unwrap_or(cpu);
-                break (started.elapsed(), (cpu, cpu - own));
+                // Each process's own high-water mark, summed: exact for shoal's single
+                // process, an upper bound for the daemon and its children.
+                let peak_rss = family
+                    .iter()
+                    .filter_map(|&p| proc_stats::peak_rss_bytes(p))
+                    .sum();
+                break (drained, (cpu, cpu - own, peak_rss));
             }
         };
         let emulators_cpu_s = emulators_before

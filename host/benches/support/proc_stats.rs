@@ -63,13 +63,3 @@ pub fn family(pid: u32) -> Vec<u32> {
     }
     pids
 }
-
-/// CPU seconds and resident memory summed over a family of processes.
-pub fn family_totals(pids: &[u32]) -> (f64, u64) {
-    pids.iter().fold((0.0, 0), |(cpu, rss), &p| {
-        (
-            cpu + cpu_seconds(p).unwrap_or(0.0),
-            rss + rss_bytes(p).unwrap_or(0),
-        )
-    })
-}
