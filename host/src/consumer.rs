@@ -34,6 +34,29 @@ use crate::worker::{ShardWorker, WorkerExit, WorkerSettings, WorkerStats};
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// Where the last `progress` line left off, for the rate of the next.
+struct ProgressMark {
+    records: u64,
+    at: tokio::time::Instant,
+}
+
+impl ProgressMark {
+    fn new() -> Self {
+        Self {
+            records: 0,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Records per second from the last mark to (`records`, `now`), which becomes the mark.
+    fn rate_to(&mut self, records: u64, now: tokio::time::Instant) -> f64 {
+        let seconds = now.duration_since(self.at).as_secs_f64().max(1e-3);
+        let rate = records.saturating_sub(self.records) as f64 / seconds;
+        *self = Self { records, at: now };
+        rate
+    }
+}
+
 /// Build the configured source.
 pub async fn build_source(settings: &SourceSettings) -> Arc<dyn ShardSource> {
     match settings {
@@ -230,34 +253,26 @@ impl Scheduler {
         shutdown: &CancellationToken,
     ) {
         let tick = coordinator.settings().tick();
-        let mut next_progress = tokio::time::Instant::now() + PROGRESS_EVERY;
-        let mut last_records = 0u64;
+        let mut next_tick = tokio::time::Instant::now();
+        let mut next_progress = next_tick + PROGRESS_EVERY;
+        let mut progress = ProgressMark::new();
         loop {
-            match coordinator.tick().await {
-                Ok((summary, acquired)) => {
-                    if !summary.taken.is_empty()
-                        || summary.stolen.is_some()
-                        || !summary.lost.is_empty()
-                    {
-                        tracing::info!(
-                            held = summary.held, target = summary.target, workers = summary.workers,
-                            taken = ?summary.taken, stolen = ?summary.stolen, lost = ?summary.lost,
-                            "leases changed"
-                        );
-                    }
-                    for held in acquired {
-                        self.spawn_worker(held, coordinator);
-                    }
-                }
-                Err(e) => tracing::warn!("lease coordinator tick failed, will retry: {e}"),
+            if tokio::time::Instant::now() >= next_tick {
+                self.tick(coordinator).await;
+                next_tick = tokio::time::Instant::now() + tick;
             }
-            if tokio::time::Instant::now() >= next_progress {
-                next_progress += PROGRESS_EVERY;
-                last_records = self.log_progress(coordinator, last_records);
+            // Progress has its own timer, so lines come every PROGRESS_EVERY whatever
+            // the lease tick, and the rate is over the time that really passed.
+            let now = tokio::time::Instant::now();
+            if now >= next_progress {
+                while next_progress <= now {
+                    next_progress += PROGRESS_EVERY;
+                }
+                self.log_progress(coordinator, &mut progress);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(tick) => {}
+                _ = tokio::time::sleep_until(next_tick.min(next_progress)) => {}
             }
         }
 
@@ -291,7 +306,27 @@ impl Scheduler {
             }
             coordinator.forget(held.key());
         }
-        self.log_progress(coordinator, last_records);
+        self.log_progress(coordinator, &mut progress);
+    }
+
+    /// One lease-coordinator tick: renew, take, steal; start workers for new leases.
+    async fn tick(&self, coordinator: &mut LeaseCoordinator) {
+        match coordinator.tick().await {
+            Ok((summary, acquired)) => {
+                if !summary.taken.is_empty() || summary.stolen.is_some() || !summary.lost.is_empty()
+                {
+                    tracing::info!(
+                        held = summary.held, target = summary.target, workers = summary.workers,
+                        taken = ?summary.taken, stolen = ?summary.stolen, lost = ?summary.lost,
+                        "leases changed"
+                    );
+                }
+                for held in acquired {
+                    self.spawn_worker(held, coordinator);
+                }
+            }
+            Err(e) => tracing::warn!("lease coordinator tick failed, will retry: {e}"),
+        }
     }
 
     fn spawn_worker(&self, held: Arc<HeldLease>, coordinator: &LeaseCoordinator) {
@@ -350,7 +385,7 @@ impl Scheduler {
         });
     }
 
-    fn log_progress(&self, coordinator: &LeaseCoordinator, last_records: u64) -> u64 {
+    fn log_progress(&self, coordinator: &LeaseCoordinator, mark: &mut ProgressMark) {
         let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let records: u64 = stats
             .values()
@@ -364,11 +399,30 @@ impl Scheduler {
         tracing::info!(
             leases = coordinator.held().len(),
             records,
-            rate = (records - last_records.min(records)) as f64 / PROGRESS_EVERY.as_secs_f64(),
+            rate = mark.rate_to(records, tokio::time::Instant::now()),
             max_millis_behind = behind,
             generation = self.updates.plugin.borrow().generation(),
             "progress"
         );
-        records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_rate_is_over_the_time_that_really_passed() {
+        let start = tokio::time::Instant::now();
+        let mut mark = ProgressMark {
+            records: 0,
+            at: start,
+        };
+        // 1,000 records in 3.33 s (a tick shorter than the nominal 5 s) is ≈ 300/s, not 200/s.
+        let rate = mark.rate_to(1_000, start + Duration::from_millis(3_333));
+        assert!((rate - 300.03).abs() < 0.1, "{rate}");
+        assert_eq!(mark.records, 1_000);
+        // Counters that went down (a worker's stats dropped) give 0, never an underflow.
+        assert_eq!(mark.rate_to(400, start + Duration::from_secs(5)), 0.0);
     }
 }
