@@ -399,7 +399,7 @@ impl Scheduler {
         tracing::info!(
             leases = coordinator.held().len(),
             records,
-            rate = mark.rate_to(records, tokio::time::Instant::now()),
+            rate = (mark.rate_to(records, tokio::time::Instant::now()) * 10.0).round() / 10.0,
             max_millis_behind = behind,
             generation = self.updates.plugin.borrow().generation(),
             "progress"
