@@ -114,6 +114,36 @@ fn start_position(position: &InitialPosition) -> StartPosition {
     }
 }
 
+/// How long a transient failure to prepare the lease store (a busy SQLite file while a
+/// peer sets it up, a DynamoDB table still being created, throttling) is retried.
+const PREPARE_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Prepare the lease store, retrying transient failures with back-off for
+/// `PREPARE_RETRY_FOR`; a fatal error, or a transient one that outlasts it, ends the run.
+async fn prepare_store(store: &dyn LeaseStore, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + PREPARE_RETRY_FOR;
+    let mut attempt = 0;
+    loop {
+        match store.prepare().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                attempt += 1;
+                let delay = crate::delivery::backoff::jittered(
+                    attempt,
+                    Duration::from_millis(50),
+                    Duration::from_secs(2),
+                );
+                tracing::warn!(attempt, "lease store not ready, retrying: {e}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("shut down while preparing the lease store"),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot prepare the lease store")),
+        }
+    }
+}
+
 /// Run the consumer until `shutdown` is cancelled (SIGTERM/SIGINT in `main`).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let consumer = settings
@@ -130,10 +160,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     // Everything is resolved and built before any worker starts.
     let source = build_source(&consumer.source).await;
     let store = build_store(&consumer.leases, &consumer.application).await?;
-    store
-        .prepare()
-        .await
-        .context("cannot prepare the lease store")?;
+    prepare_store(store.as_ref(), &shutdown).await?;
     let engine = PluginEngine::new(&engine_settings)?;
     let plugin = {
         let (engine, path) = (engine.clone(), plugin_settings.path.clone());
@@ -424,5 +451,89 @@ mod tests {
         assert_eq!(mark.records, 1_000);
         // Counters that went down (a worker's stats dropped) give 0, never an underflow.
         assert_eq!(mark.rate_to(400, start + Duration::from_secs(5)), 0.0);
+    }
+}
+
+#[cfg(test)]
+mod prepare {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+    use crate::lease::{Lease, LeaseError};
+
+    /// A store whose `prepare` fails with `errors` in turn, then succeeds.
+    #[derive(Debug)]
+    struct Flaky {
+        errors: Vec<LeaseError>,
+        calls: AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl LeaseStore for Flaky {
+        async fn prepare(&self) -> Result<(), LeaseError> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst) as usize;
+            self.errors.get(call).cloned().map_or(Ok(()), Err)
+        }
+        async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+            unreachable!()
+        }
+        async fn get(&self, _: &str) -> Result<Option<Lease>, LeaseError> {
+            unreachable!()
+        }
+        async fn create_if_absent(&self, _: &Lease) -> Result<bool, LeaseError> {
+            unreachable!()
+        }
+        async fn renew(&self, _: &Lease) -> Result<Lease, LeaseError> {
+            unreachable!()
+        }
+        async fn take(&self, _: &Lease, _: &str) -> Result<Lease, LeaseError> {
+            unreachable!()
+        }
+        async fn checkpoint(&self, _: &Lease, _: &Checkpoint) -> Result<Lease, LeaseError> {
+            unreachable!()
+        }
+        async fn release(&self, _: &Lease) -> Result<Lease, LeaseError> {
+            unreachable!()
+        }
+        async fn request_handoff(&self, _: &Lease, _: &str) -> Result<(), LeaseError> {
+            unreachable!()
+        }
+        async fn set_child_shards(&self, _: &str, _: &[String]) -> Result<(), LeaseError> {
+            unreachable!()
+        }
+        async fn delete(&self, _: &Lease) -> Result<(), LeaseError> {
+            unreachable!()
+        }
+    }
+
+    /// A peer setting up the same SQLite file can answer "database is locked" at once,
+    /// without waiting for the busy timeout: that must not end the process.
+    #[tokio::test]
+    async fn transient_prepare_failures_are_retried() {
+        let busy = || LeaseError::Transient("database is locked".into());
+        let store = Flaky {
+            errors: vec![busy(), busy(), busy()],
+            calls: AtomicU32::new(0),
+        };
+        prepare_store(&store, &CancellationToken::new())
+            .await
+            .expect("prepared after retries");
+        assert_eq!(store.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_prepare_failure_ends_the_run_at_once() {
+        let store = Flaky {
+            errors: vec![LeaseError::Fatal("no such table permission".into())],
+            calls: AtomicU32::new(0),
+        };
+        let e = prepare_store(&store, &CancellationToken::new())
+            .await
+            .expect_err("fatal");
+        assert!(
+            format!("{e:#}").contains("cannot prepare the lease store"),
+            "{e:#}"
+        );
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
     }
 }
