@@ -56,7 +56,9 @@ die() { printf 'emulators: error: %s\n' "$*" >&2; exit 1; }
 now_ms() { date +%s%3N; }
 
 # npm on some machines warns on every call about unknown user config keys; keep the
-# installs quiet unless they fail (the output is then shown).
+# installs quiet unless they fail (the output is then shown). The installs pin the
+# package and use no lock file, so they behave alike across npm versions: tried with
+# npm 10.9.9 and 11.19.1 (Node.js 20.20.2).
 npm_quiet() {
   local out
   if ! out="$(npm "$@" 2>&1)"; then

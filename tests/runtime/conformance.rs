@@ -332,6 +332,35 @@ async fn javascript_processor_conforms() {
     conformance("javascript").await;
 }
 
+/// `npm ci` (npm 11) rejects a lock file with a package entry that has no version, which
+/// npm 10 wrote for optional platform bindings it could not resolve. Every entry must pin
+/// its version and integrity, so the JavaScript build works on npm 10 and 11 alike.
+#[test]
+fn javascript_lock_file_pins_every_package() {
+    let path = repo_root().join("examples/processors/javascript/package-lock.json");
+    let text = std::fs::read_to_string(&path).expect("read package-lock.json");
+    let lock: serde_json::Value = serde_json::from_str(&text).expect("package-lock.json is JSON");
+    let packages = lock["packages"]
+        .as_object()
+        .expect("lockfileVersion 3 `packages`");
+    let mut checked = 0;
+    for (name, entry) in packages.iter().filter(|(name, _)| !name.is_empty()) {
+        for field in ["version", "integrity"] {
+            assert!(
+                entry[field].as_str().is_some_and(|v| !v.is_empty()),
+                "{}: {name} has no `{field}`: regenerate it with `npm install --package-lock-only`",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        packages.contains_key("node_modules/componentize-qjs"),
+        "{packages:?}"
+    );
+    assert!(checked >= 2, "only {checked} packages in the lock file");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_processor_conforms() {
     conformance("go").await;

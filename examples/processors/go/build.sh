@@ -51,6 +51,9 @@ if [ "$("$JCO" --version 2>/dev/null || true)" != "$JCO_VERSION" ]; then
         t=$(now)
         step "npm install @bytecodealliance/jco@$JCO_VERSION into ${TOOLS#"$REPO"/}/node"
         mkdir -p "$TOOLS/node"
+        # jco is pinned; its own dependencies resolve from the registry (no lock file,
+        # so no lock-format differences between npm versions). Tried with npm 10.9.9 and
+        # 11.19.1.
         npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error --silent \
             "@bytecodealliance/jco@$JCO_VERSION" >/dev/null
         echo "    installed in $(secs "$t" "$(now)")"

@@ -8,6 +8,13 @@
 # package-lock.json with `npm ci` (skipped while node_modules matches the lock
 # file), then runs `npm run build` (componentize-qjs). Prints the timings; the
 # tools' own output goes to logs in build/ and is shown only when a step fails.
+#
+# Tried with npm 10.9.9 and npm 11.19.1 (Node.js 20.20.2). The lock file must
+# give every package a version and an integrity hash, including the optional
+# platform bindings of other systems: npm 10 wrote entries without a version for
+# bindings it could not resolve, and npm 11's `npm ci` rejects such a file with
+# "Invalid Version:". A test checks the committed lock file for this. To update
+# it, change package.json and run `npm install --package-lock-only`.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
