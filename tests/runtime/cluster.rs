@@ -284,7 +284,9 @@ endpoint = "{dynamodb}""#,
         std::fs::read_to_string(self.path(&format!("logs/{worker}.log"))).unwrap_or_default()
     }
 
-    /// Every archived record, per shard, in file order.
+    /// Every archived record, per shard, in file order. The files are live: a line the
+    /// guest is still writing (no newline yet) is not read; every complete line must be
+    /// a whole record.
     pub fn archived(&self) -> BTreeMap<String, Vec<Archived>> {
         let mut out = BTreeMap::new();
         for entry in std::fs::read_dir(self.path("archive")).expect("archive dir") {
@@ -295,11 +297,11 @@ endpoint = "{dynamodb}""#,
                 .expect("name")
                 .to_string();
             let text = std::fs::read_to_string(&path).expect("read archive");
-            let records = text
-                .lines()
+            let records = complete_lines(&text)
                 .map(|l| {
-                    let v: serde_json::Value =
-                        serde_json::from_str(l).expect("archive line is JSON");
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| {
+                        panic!("{}: archive line is not JSON ({e}): {l:?}", path.display())
+                    });
                     let data = base64_decode(v["data_base64"].as_str().expect("data"));
                     (
                         v["sequence_number"].as_str().expect("seq").to_string(),
@@ -456,4 +458,10 @@ pub fn assert_complete_in_order(
         );
     }
     duplicates
+}
+
+/// The lines of `text` that end with a newline: a live file's unterminated last line is
+/// still being written.
+pub fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.rfind('\n').map_or("", |i| &text[..=i]).lines()
 }

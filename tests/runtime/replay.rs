@@ -124,3 +124,97 @@ fn an_archived_file_replays_as_is() {
         "an archived file replays to the same archive"
     );
 }
+
+/// A SIGKILL or a trap mid-write leaves part of a line at the end of an archive file. The
+/// `archive` processor cuts it off when it opens the file, so the re-delivered batch starts
+/// on a line boundary and every line stays a whole record.
+#[test]
+fn the_archive_processor_repairs_a_torn_tail_before_appending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let config = dir.path().join("archive.toml");
+    std::fs::write(
+        &config,
+        "[plugin]\npath = \"x.wasm\"\n[plugin.settings]\ndir = \"/out\"\n[plugin.sandbox]\ndirs = [{ host = \"out\", guest = \"/out\", mode = \"read-write\" }]\n",
+    )
+    .expect("config");
+    // Shard 0: two whole lines, then a torn one longer than the repair's 64 KiB read
+    // chunk. Shard 1: only a fragment, no newline at all. Shard 2: whole lines only.
+    let whole = |n: usize| {
+        format!("{{\"shard_id\":\"s\",\"sequence_number\":\"{n}\",\"data_base64\":\"\"}}\n")
+    };
+    let kept0 = format!("{}{}", whole(1), whole(2));
+    let torn0 = format!(
+        "{{\"shard_id\":\"s\",\"data_base64\":\"{}",
+        "QUFB".repeat(40_000)
+    );
+    let kept2 = whole(7);
+    let file = |s: usize| out.join(format!("shardId-00000000000{s}.jsonl"));
+    std::fs::write(file(0), format!("{kept0}{torn0}")).expect("seed 0");
+    std::fs::write(file(1), "{\"shard_id\":\"s\",\"seq").expect("seed 1");
+    std::fs::write(file(2), &kept2).expect("seed 2");
+
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = (0..9)
+        .map(|i| format!("{{\"shard_id\":\"shardId-00000000000{}\",\"partition_key\":\"k{i}\",\"data\":\"record {i}\"}}", i % 3))
+        .collect();
+    std::fs::write(&input, lines.join("\n")).expect("input");
+    let run = shoal()
+        .args(["replay", "--plugin"])
+        .arg(plugin_path("archive"))
+        .arg("--input")
+        .arg(&input)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run shoal");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "cut a torn last line ({} bytes after offset {})",
+            torn0.len(),
+            kept0.len()
+        )),
+        "the repair of shard 0 is logged with what it cut:\n{log}"
+    );
+    assert!(
+        log.contains("cut a torn last line (20 bytes after offset 0)"),
+        "the repair of shard 1 is logged:\n{log}"
+    );
+    assert_eq!(
+        log.matches("cut a torn last line").count(),
+        2,
+        "a file that ends on a line boundary is not touched:\n{log}"
+    );
+
+    for (s, kept) in [(0, kept0.as_str()), (1, ""), (2, kept2.as_str())] {
+        let text = std::fs::read_to_string(file(s)).expect("archive");
+        assert!(
+            text.starts_with(kept),
+            "shard {s}: the whole lines are kept:\n{text}"
+        );
+        assert!(text.ends_with('\n'), "shard {s}");
+        let appended: Vec<String> = text[kept.len()..]
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("shard {s}: line is not JSON ({e}): {l:?}"));
+                v["partition_key"].as_str().expect("key").to_string()
+            })
+            .collect();
+        let expected: Vec<String> = (0..9)
+            .filter(|i| i % 3 == s)
+            .map(|i| format!("k{i}"))
+            .collect();
+        assert_eq!(
+            appended, expected,
+            "shard {s}: the new batch follows the last whole line"
+        );
+    }
+}

@@ -8,9 +8,16 @@
 //! writing anything, so a retry on a fresh instance writes the batch once; default 0).
 //! The batch is written with one append and flushed before `batch-end` is returned, so
 //! everything the host checkpoints is in the file.
+//!
+//! A write can be torn: the host killed mid-batch (SIGKILL, power loss), a trap on the
+//! deadline, or a failed write (disk full) leave part of a line at the end of the file.
+//! Those records are not lost (their batch was never checkpointed, so it is delivered
+//! again), but appending after the fragment would glue two records into one bad line. So
+//! the file's tail is repaired, cut back to its last complete line, whenever the file is
+//! opened and after any write that failed.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -34,6 +41,7 @@ impl Processor for Archive {
     fn initialize(shard: &ShardInfo, settings: &Settings) -> Result<Self, ProcessError> {
         let dir = settings.get_or("dir", "/archive").trim_end_matches('/');
         let path = format!("{dir}/{}.jsonl", shard.shard_id);
+        repair_torn_tail(&path).map_err(|e| ProcessError::Fatal(format!("cannot repair the end of {path} (is `{dir}` granted read-write?): {e}")))?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,9 +74,15 @@ impl Processor for Archive {
             self.line.push(b'\n');
         }
         // A failed write is transient from our point of view (disk full, say): the host
-        // retries the batch; nothing was checkpointed.
-        self.file.write_all(&self.line).map_err(|e| ProcessError::Retry(format!("cannot append to {}: {e}", self.path)))?;
-        self.file.flush().map_err(|e| ProcessError::Retry(format!("cannot flush {}: {e}", self.path)))?;
+        // retries the batch; nothing was checkpointed. Part of it may be in the file:
+        // cut that off so the retry starts on a line boundary.
+        if let Err(e) = self.file.write_all(&self.line).and_then(|()| self.file.flush()) {
+            let repaired = match repair_torn_tail(&self.path) {
+                Ok(_) => String::new(),
+                Err(r) => format!("; the torn tail is cut when the file is next opened ({r})"),
+            };
+            return Err(ProcessError::Retry(format!("cannot append to {}: {e}{repaired}", self.path)));
+        }
         if self.sync {
             self.file.sync_data().map_err(|e| ProcessError::Retry(format!("cannot sync {}: {e}", self.path)))?;
         }
@@ -78,6 +92,46 @@ impl Processor for Archive {
     fn shutdown(&mut self, _shard: &ShardInfo, _reason: ShutdownReason) {
         let _ = self.file.flush();
     }
+}
+
+/// Cuts `path` back to its last complete line (ending in `\n`) if a write was torn, and
+/// logs what it cut. A missing or empty file, or one that ends with a newline, is left as
+/// it is. Returns the number of bytes cut.
+fn repair_torn_tail(path: &str) -> std::io::Result<u64> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let keep = complete_prefix_len(&mut file, len)?;
+    if keep == len {
+        return Ok(0);
+    }
+    file.set_len(keep)?;
+    file.sync_data()?;
+    let cut = len - keep;
+    shoal_sdk::warn!("{path}: cut a torn last line ({cut} bytes after offset {keep}); its records are delivered again");
+    Ok(cut)
+}
+
+/// The length of the file's prefix that ends with its last `\n` (0 when it has none),
+/// reading backwards from `len` in chunks: a line can be megabytes long.
+fn complete_prefix_len(file: &mut File, len: u64) -> std::io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 shoal_sdk::export_processor!(Archive);
