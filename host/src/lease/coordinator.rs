@@ -198,9 +198,28 @@ pub struct LeaseCoordinator {
     observed: HashMap<String, Observation>,
     /// Shutting down: keep renewing, take nothing new.
     draining: bool,
-    /// The hand-off this worker requested and when: one at a time; if the owner has
-    /// not released within a lease duration, the lease is stolen instead.
-    pending_handoff: Option<(String, Instant)>,
+    /// The hand-off this worker requested: one at a time; if the owner it was asked of
+    /// has not released within a lease duration, the lease is stolen instead.
+    pending_handoff: Option<PendingHandoff>,
+}
+
+/// A hand-off this worker asked for. It holds only for the owner it was asked of, and
+/// only while the request is still on the lease: any take (even by that owner, after
+/// losing the lease) clears the request there, and a new owner was never asked.
+#[derive(Debug, Clone)]
+struct PendingHandoff {
+    key: String,
+    owner: String,
+    asked_at: Instant,
+}
+
+impl PendingHandoff {
+    /// Whether `lease` is still held by the owner that was asked, with this worker's
+    /// request on it.
+    fn still_asked(&self, lease: &Lease, requester: &str) -> bool {
+        lease.owner.as_deref() == Some(self.owner.as_str())
+            && lease.handoff_to.as_deref() == Some(requester)
+    }
 }
 
 impl LeaseCoordinator {
@@ -379,27 +398,32 @@ impl LeaseCoordinator {
         acquired: &mut Vec<Arc<HeldLease>>,
     ) {
         let worker = self.settings.worker_id.clone();
-        if let Some((key, asked_at)) = self.pending_handoff.clone() {
-            match active.iter().find(|l| l.key == key) {
-                Some(lease)
-                    if lease.owner.is_some() && lease.owner.as_deref() != Some(worker.as_str()) =>
-                {
-                    if now.duration_since(asked_at) < self.settings.lease_duration {
+        if let Some(pending) = self.pending_handoff.take() {
+            match active.iter().find(|l| l.key == pending.key) {
+                Some(lease) if pending.still_asked(lease, &worker) => {
+                    if now.duration_since(pending.asked_at) < self.settings.lease_duration {
+                        self.pending_handoff = Some(pending);
                         return; // still waiting for the owner's batch boundary
                     }
-                    self.pending_handoff = None;
                     match self.take(lease).await {
                         Ok(held) => {
-                            tracing::warn!(lease = %key, owner = ?lease.owner, "owner did not hand the lease over within the lease duration; stole it");
-                            summary.stolen = Some(key);
+                            tracing::warn!(lease = %pending.key, owner = %pending.owner, "owner did not hand the lease over within the lease duration; stole it");
+                            summary.stolen = Some(pending.key);
                             acquired.push(held);
                         }
                         Err(LeaseError::Conflict { .. }) => {}
-                        Err(e) => tracing::warn!(lease = %key, "cannot steal lease: {e}"),
+                        Err(e) => tracing::warn!(lease = %pending.key, "cannot steal lease: {e}"),
                     }
                     return;
                 }
-                _ => self.pending_handoff = None, // released, taken, or gone
+                Some(lease)
+                    if lease.owner.is_some() && lease.owner.as_deref() != Some(worker.as_str()) =>
+                {
+                    // Taken by another worker (or re-taken by the one asked, which clears
+                    // the request): that owner was never asked, so nothing may be stolen.
+                    tracing::info!(lease = %pending.key, asked = %pending.owner, owner = ?lease.owner, "hand-off request cancelled: the lease changed hands");
+                }
+                _ => {} // released, taken by us, or gone
             }
         }
         let victim = counts
@@ -424,7 +448,11 @@ impl LeaseCoordinator {
             Ok(()) => {
                 tracing::info!(lease = %lease.key, from = %victim, "asked for a lease hand-off for balance");
                 summary.handoff_requested = Some(lease.key.clone());
-                self.pending_handoff = Some((lease.key.clone(), now));
+                self.pending_handoff = Some(PendingHandoff {
+                    key: lease.key.clone(),
+                    owner: victim,
+                    asked_at: now,
+                });
             }
             Err(LeaseError::Conflict { .. }) => {}
             Err(e) => tracing::warn!(lease = %lease.key, "cannot request a hand-off: {e}"),
@@ -527,4 +555,146 @@ fn parents_done(lease: &Lease, finished: &HashMap<&str, bool>) -> bool {
         .parent_shard_ids
         .iter()
         .all(|p| finished.get(p.as_str()).copied().unwrap_or(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::sqlite::SqliteLeaseStore;
+
+    const LEASE: Duration = Duration::from_secs(9);
+
+    async fn store(dir: &std::path::Path) -> Arc<SqliteLeaseStore> {
+        let store = SqliteLeaseStore::open(&dir.join("leases.db"), "app").expect("open");
+        store.prepare().await.expect("prepare");
+        for key in ["shardId-0", "shardId-1"] {
+            let lease = Lease::new(key, Checkpoint::TrimHorizon);
+            assert!(store.create_if_absent(&lease).await.expect("create"));
+        }
+        Arc::new(store)
+    }
+
+    fn coordinator(store: &Arc<SqliteLeaseStore>, worker: &str) -> LeaseCoordinator {
+        LeaseCoordinator::new(
+            Arc::clone(store) as Arc<dyn LeaseStore>,
+            CoordinatorSettings {
+                worker_id: worker.into(),
+                lease_duration: LEASE,
+                max_leases: None,
+            },
+        )
+    }
+
+    async fn get(store: &SqliteLeaseStore, key: &str) -> Lease {
+        store.get(key).await.expect("get").expect("lease exists")
+    }
+
+    /// w1 holds both leases; w3 joins and asks w1 for `shardId-1`.
+    async fn w3_asks_w1(store: &Arc<SqliteLeaseStore>) -> LeaseCoordinator {
+        for key in ["shardId-0", "shardId-1"] {
+            store
+                .take(&get(store, key).await, "w1")
+                .await
+                .expect("w1 takes");
+        }
+        let mut w3 = coordinator(store, "w3");
+        let (summary, acquired) = w3.tick().await.expect("tick");
+        assert!(acquired.is_empty(), "{summary:?}");
+        assert_eq!(summary.handoff_requested.as_deref(), Some("shardId-1"));
+        assert_eq!(
+            get(store, "shardId-1").await.handoff_to.as_deref(),
+            Some("w3")
+        );
+        w3
+    }
+
+    /// The sequence a chaos soak caught: w3 asks w1 to hand a lease over; w1 loses it
+    /// (its lease store was unreachable) and w2 takes it; w2 then renews it. w2 was never
+    /// asked, so w3 must not steal the lease from it, however long it waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_handoff_request_lapses_when_the_lease_changes_hands() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path()).await;
+        let mut w3 = w3_asks_w1(&store).await;
+
+        tokio::time::advance(LEASE / 3).await;
+        let w2 = store
+            .take(&get(&store, "shardId-1").await, "w2")
+            .await
+            .expect("w2 takes the lease w1 lost");
+        assert_eq!(w2.handoff_to, None, "a take clears the request");
+
+        let mut w2 = w2;
+        for _ in 0..9 {
+            tokio::time::advance(LEASE / 3).await;
+            w2 = store.renew(&w2).await.expect("w2 renews");
+            let w1 = get(&store, "shardId-0").await;
+            store
+                .renew(&w1)
+                .await
+                .expect("w1 renews what it still holds");
+            let (summary, acquired) = w3.tick().await.expect("tick");
+            assert_eq!(summary.stolen, None, "{summary:?}");
+            assert!(acquired.is_empty(), "{summary:?}");
+            assert_eq!(get(&store, "shardId-1").await.owner.as_deref(), Some("w2"));
+        }
+    }
+
+    /// The same lease re-taken by the owner that was asked (after losing it) carries no
+    /// request any more: that is a change of hands too. The old request is dropped, and
+    /// the new one (w1 is still over target) gets a lease duration of its own.
+    #[tokio::test(start_paused = true)]
+    async fn a_handoff_request_lapses_when_the_asked_owner_takes_the_lease_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path()).await;
+        let mut w3 = w3_asks_w1(&store).await;
+
+        let mut again = store
+            .take(&get(&store, "shardId-1").await, "w1")
+            .await
+            .expect("w1 takes it again");
+        for tick in 1..=3 {
+            tokio::time::advance(LEASE / 3).await;
+            again = store.renew(&again).await.expect("renew");
+            let other = get(&store, "shardId-0").await;
+            store.renew(&other).await.expect("renew");
+            let (summary, _) = w3.tick().await.expect("tick");
+            assert_eq!(summary.stolen, None, "tick {tick}: {summary:?}");
+            let asked_again = summary.handoff_requested.as_deref() == Some("shardId-1");
+            assert_eq!(asked_again, tick == 1, "tick {tick}: {summary:?}");
+        }
+        assert_eq!(get(&store, "shardId-1").await.owner.as_deref(), Some("w1"));
+    }
+
+    /// The fallback stays: an owner that keeps renewing but ignores the request (a peer
+    /// that does not know hand-offs) loses the lease once a lease duration has passed.
+    #[tokio::test(start_paused = true)]
+    async fn an_ignored_handoff_request_ends_in_a_steal_after_the_lease_duration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path()).await;
+        let mut w3 = w3_asks_w1(&store).await;
+
+        let mut stolen_after = None;
+        for tick in 1..=6 {
+            tokio::time::advance(LEASE / 3).await;
+            for key in ["shardId-0", "shardId-1"] {
+                let lease = get(&store, key).await;
+                if lease.owner.as_deref() == Some("w1") {
+                    store.renew(&lease).await.expect("w1 renews");
+                }
+            }
+            let (summary, _) = w3.tick().await.expect("tick");
+            if summary.stolen.is_some() {
+                assert_eq!(summary.stolen.as_deref(), Some("shardId-1"));
+                stolen_after = Some(tick);
+                break;
+            }
+        }
+        assert_eq!(
+            stolen_after,
+            Some(3),
+            "stolen on the first tick a lease duration after asking"
+        );
+        assert_eq!(get(&store, "shardId-1").await.owner.as_deref(), Some("w3"));
+    }
 }
