@@ -1,7 +1,7 @@
 //! The lease coordinator: renews the leases this worker holds, takes expired and released
 //! ones, and balances by asking the most loaded worker to hand one lease over (stealing it
-//! only if the owner ignores the request for `lease_duration`), one tick every
-//! `lease_duration / 3`.
+//! only if that owner ignores the request for `lease_duration`; if the lease changes hands
+//! meanwhile the request lapses), one tick every `lease_duration / 3`.
 //!
 //! # Why no two workers ever process-and-checkpoint one shard at once
 //!
