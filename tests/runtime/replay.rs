@@ -1,7 +1,8 @@
 //! `shoal replay` end to end: the real binary over misbehave prints classified traps and
 //! keeps going; an archived file replays as is.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use crate::fixtures::*;
 
@@ -12,6 +13,21 @@ fn shoal() -> Command {
         repo_root().join("target/shoal-test-cache"),
     );
     cmd
+}
+
+/// `shoal replay --plugin <plugin> --input <input> --config <config>`, plus `extra` flags.
+fn replay(plugin: &str, input: &Path, config: &Path, extra: &[&str]) -> Output {
+    shoal()
+        .arg("replay")
+        .args(extra)
+        .arg("--plugin")
+        .arg(plugin_path(plugin))
+        .arg("--input")
+        .arg(input)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run shoal")
 }
 
 #[test]
@@ -41,15 +57,7 @@ fn replay_prints_classified_traps_and_keeps_going() {
         .collect();
     std::fs::write(&input, lines.join("\n") + "\nnot json\n").expect("input");
 
-    let out = shoal()
-        .args(["replay", "--batch-size", "1", "--plugin"])
-        .arg(plugin_path("misbehave"))
-        .arg("--input")
-        .arg(&input)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run shoal");
+    let out = replay("misbehave", &input, &config, &["--batch-size", "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -97,15 +105,7 @@ fn an_archived_file_replays_as_is() {
         .collect();
     std::fs::write(&input, lines.join("\n")).expect("input");
     let run = |config: &str, input: &std::path::Path| {
-        let out = shoal()
-            .args(["replay", "--plugin"])
-            .arg(plugin_path("archive"))
-            .arg("--input")
-            .arg(input)
-            .arg("--config")
-            .arg(dir.path().join(config))
-            .output()
-            .expect("run shoal");
+        let out = replay("archive", input, &dir.path().join(config), &[]);
         assert!(
             out.status.success(),
             "{}",
@@ -160,15 +160,7 @@ fn the_archive_processor_repairs_a_torn_tail_before_appending() {
         .map(|i| format!("{{\"shard_id\":\"shardId-00000000000{}\",\"partition_key\":\"k{i}\",\"data\":\"record {i}\"}}", i % 3))
         .collect();
     std::fs::write(&input, lines.join("\n")).expect("input");
-    let run = shoal()
-        .args(["replay", "--plugin"])
-        .arg(plugin_path("archive"))
-        .arg("--input")
-        .arg(&input)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run shoal");
+    let run = replay("archive", &input, &config, &[]);
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&run.stdout),
