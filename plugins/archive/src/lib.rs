@@ -78,7 +78,7 @@ impl Processor for Archive {
         // cut that off so the retry starts on a line boundary.
         if let Err(e) = self.file.write_all(&self.line).and_then(|()| self.file.flush()) {
             let repaired = match repair_torn_tail(&self.path) {
-                Ok(_) => String::new(),
+                Ok(()) => String::new(),
                 Err(r) => format!("; the torn tail is cut when the file is next opened ({r})"),
             };
             return Err(ProcessError::Retry(format!("cannot append to {}: {e}{repaired}", self.path)));
@@ -96,23 +96,23 @@ impl Processor for Archive {
 
 /// Cuts `path` back to its last complete line (ending in `\n`) if a write was torn, and
 /// logs what it cut. A missing or empty file, or one that ends with a newline, is left as
-/// it is. Returns the number of bytes cut.
-fn repair_torn_tail(path: &str) -> std::io::Result<u64> {
+/// it is.
+fn repair_torn_tail(path: &str) -> std::io::Result<()> {
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     let len = file.metadata()?.len();
     let keep = complete_prefix_len(&mut file, len)?;
     if keep == len {
-        return Ok(0);
+        return Ok(());
     }
     file.set_len(keep)?;
     file.sync_data()?;
     let cut = len - keep;
     shoal_sdk::warn!("{path}: cut a torn last line ({cut} bytes after offset {keep}); its records are delivered again");
-    Ok(cut)
+    Ok(())
 }
 
 /// The length of the file's prefix that ends with its last `\n` (0 when it has none),
