@@ -7,6 +7,7 @@
 //! - [`plugin`]: the WebAssembly runtime — [`plugin::PluginEngine`] (per process),
 //!   [`plugin::Plugin`] (per .wasm generation), [`plugin::ProcessorInstance`] (per shard);
 //!   sandbox, limits, classified outcomes, artifact cache, hot reload.
+//! - [`egress`]: outbound HTTP / TCP / UDP grants and the allow/deny decision for each request.
 //! - [`delivery`]: one shard's batches through the guest: retries, back-off, instance
 //!   rebuilds, the poison policy, generation switches at batch boundaries.
 //! - [`source`]: where records come from: the `ShardSource` trait, Kinesis and local files.
@@ -24,6 +25,7 @@ pub mod aws;
 pub mod config;
 pub mod consumer;
 pub mod delivery;
+pub mod egress;
 pub mod kpl;
 pub mod lease;
 pub mod plugin;

@@ -118,6 +118,7 @@ fn subject(
             guest: "/granted".into(),
             mode: DirMode::ReadOnly,
         }],
+        ..SandboxSettings::default()
     };
     let mut limits = test_limits();
     limits.memory_bytes = 512 << 20;

@@ -132,6 +132,7 @@ async fn hot_swap_under_load_processes_every_batch_exactly_once_by_one_generatio
                 guest: "/archive".into(),
                 mode: DirMode::ReadWrite,
             }],
+            ..SandboxSettings::default()
         };
         let mut processor = ShardProcessor::new(
             engine.clone(),

@@ -145,6 +145,17 @@ pub struct SandboxFile {
     /// Host directories made visible to the guest.
     #[serde(default)]
     pub dirs: Vec<Spanned<DirFile>>,
+    /// Outbound HTTP(S) destinations, `scheme://host[:port]`.
+    #[serde(default)]
+    pub http: Vec<Spanned<String>>,
+    /// Outbound TCP destinations, `host:port`.
+    #[serde(default)]
+    pub tcp: Vec<Spanned<String>>,
+    /// UDP destinations, `host:port`.
+    #[serde(default)]
+    pub udp: Vec<Spanned<String>>,
+    /// Accept a bare `*` host in `http`, `tcp` and `udp` (default false).
+    pub allow_any_host: Option<bool>,
 }
 
 /// One `[[plugin.sandbox.dirs]]` entry.

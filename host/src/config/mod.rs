@@ -13,6 +13,8 @@ pub use settings::*;
 
 use file::{ConfigFile, PoisonFile};
 
+use crate::egress::{self, EgressGrants};
+
 /// A config problem, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -357,6 +359,39 @@ impl Validator<'_> {
         })
     }
 
+    /// `plugin.sandbox.http`, `tcp` and `udp`: each entry parsed, errors at its line.
+    fn egress(&self, sandbox: &file::SandboxFile) -> Result<EgressGrants, ConfigError> {
+        let any = sandbox.allow_any_host.unwrap_or(false);
+        let mut grants = EgressGrants::default();
+        for entry in &sandbox.http {
+            grants.http.push(
+                egress::parse_http(entry.get_ref(), any)
+                    .map_err(|e| self.error(Some(entry.span()), "plugin.sandbox.http", e))?,
+            );
+        }
+        if let Some(first) = sandbox.http.first() {
+            return Err(self.error(
+                Some(first.span()),
+                "plugin.sandbox.http",
+                "outbound HTTP (`wasi:http`) is not linked in this version of shoal: a processor \
+                 reaches an HTTP service through a `plugin.sandbox.tcp` grant of its host:port"
+                    .into(),
+            ));
+        }
+        for (key, entries, into) in [
+            ("plugin.sandbox.tcp", &sandbox.tcp, &mut grants.tcp),
+            ("plugin.sandbox.udp", &sandbox.udp, &mut grants.udp),
+        ] {
+            for entry in entries {
+                into.push(
+                    egress::parse_socket(entry.get_ref(), any)
+                        .map_err(|e| self.error(Some(entry.span()), key, e))?,
+                );
+            }
+        }
+        Ok(grants)
+    }
+
     fn plugin(&self, p: file::PluginFile) -> Result<PluginSettings, ConfigError> {
         if p.path.get_ref().trim().is_empty() {
             return Err(self.error(
@@ -391,6 +426,7 @@ impl Validator<'_> {
             settings.guest_settings.push((key, text));
         }
 
+        settings.sandbox.egress = self.egress(&p.sandbox)?;
         for name in &p.sandbox.env_inherit {
             match std::env::var(name) {
                 Ok(value) => settings.sandbox.env.push((name.clone(), value)),
@@ -704,6 +740,82 @@ mod tests {
             }
         );
         assert!(dir.path().join("dl").is_dir());
+    }
+}
+
+#[cfg(test)]
+mod egress_grants {
+    use std::path::Path;
+
+    use crate::egress::{HostPattern, PortPattern};
+
+    fn parse(text: &str) -> Result<super::Settings, super::ConfigError> {
+        super::check(Path::new("/etc/shoal/shoal.toml"), text)
+    }
+
+    #[test]
+    fn nothing_outbound_is_granted_unless_listed() {
+        let s = parse("[plugin]\npath = \"x.wasm\"\n").expect("valid");
+        assert!(s.plugin.expect("plugin").sandbox.egress.is_empty());
+    }
+
+    #[test]
+    fn tcp_and_udp_entries_are_read() {
+        let text = "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\ntcp = [\"db.internal:5432\", \"127.0.0.1:6379\"]\nudp = [\"10.0.0.0/8:53\"]\n";
+        let egress = parse(text)
+            .expect("valid")
+            .plugin
+            .expect("plugin")
+            .sandbox
+            .egress;
+        assert_eq!(egress.tcp.len(), 2);
+        assert_eq!(egress.tcp[0].host, HostPattern::Name("db.internal".into()));
+        assert_eq!(egress.tcp[1].port, PortPattern::Port(6379));
+        assert_eq!(egress.udp[0].port, PortPattern::Port(53));
+    }
+
+    #[test]
+    fn http_entries_are_checked_then_refused_until_http_is_linked() {
+        let text =
+            "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nhttp = [\"ftp://files.example.com\"]\n";
+        let err = parse(text).unwrap_err();
+        assert!(err.message.contains("must be `http` or `https`"), "{err}");
+        let text =
+            "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nhttp = [\"https://api.example.com\"]\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("plugin.sandbox.http"))
+        );
+        assert!(err.message.contains("is not linked"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_entry_names_file_line_and_key() {
+        let text = "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nhttp = [\n  \"https://api.example.com\",\n  \"https://*\",\n]\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.line, Some(6));
+        assert_eq!(err.key.as_deref(), Some("plugin.sandbox.http"));
+        assert!(err.message.contains("allow_any_host = true"), "{err}");
+        let ok = "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nallow_any_host = true\ntcp = [\"*:443\"]\n";
+        let egress = parse(ok)
+            .expect("valid")
+            .plugin
+            .expect("plugin")
+            .sandbox
+            .egress;
+        assert_eq!(egress.tcp[0].host, HostPattern::Any);
+
+        let err = parse("[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\ntcp = [\"db.internal\"]\n")
+            .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("plugin.sandbox.tcp"))
+        );
+        assert!(err.message.contains("name the port"), "{err}");
+        let err = parse("[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nudp = [\"dns:0\"]\n")
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("plugin.sandbox.udp"));
     }
 }
 

@@ -136,14 +136,16 @@ pub struct PluginSettings {
 }
 
 /// Capabilities granted to every instance. The defaults grant nothing: no files, no
-/// environment variables, no sockets, no name lookup, no stdin; stdout and stderr go to
-/// the host log; clocks and random numbers are the WASI defaults.
+/// environment variables, no outbound HTTP, no sockets, no name lookup, no stdin; stdout
+/// and stderr go to the host log; clocks and random numbers are the WASI defaults.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxSettings {
     /// Environment variables visible to the guest (already resolved).
     pub env: Vec<(String, String)>,
     /// Preopened directories.
     pub dirs: Vec<DirGrant>,
+    /// Outbound HTTP, TCP and UDP destinations.
+    pub egress: crate::egress::EgressGrants,
 }
 
 /// A host directory the guest may open.
