@@ -1,5 +1,6 @@
-//! Captures what guests write through the `log` import (tracing target `shoal::guest`),
-//! per shard, so tests can assert on a processor's own words.
+//! Captures what guests write through the `log` import (tracing target `shoal::guest`)
+//! and what the sandbox refused them (`shoal::sandbox`), per shard, so tests can assert
+//! on a processor's own words and on the host's refusals.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -10,6 +11,8 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 /// One guest log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestLine {
+    /// `shoal::guest` (the guest's own words) or `shoal::sandbox` (a refusal).
+    pub target: &'static str,
     pub level: tracing::Level,
     pub message: String,
 }
@@ -69,13 +72,15 @@ impl Visit for Fields {
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != "shoal::guest" {
+        let target = event.metadata().target();
+        if target != "shoal::guest" && target != "shoal::sandbox" {
             return;
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
         if let (Some(shard), Some(message)) = (fields.shard, fields.message) {
             let line = GuestLine {
+                target,
                 level: *event.metadata().level(),
                 message,
             };

@@ -68,6 +68,8 @@ impl PluginEngine {
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
+        super::name_lookup::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link shoal's name lookup: {e:#}"))?;
         Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("cannot link shoal imports: {e:#}"))?;
 

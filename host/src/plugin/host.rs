@@ -1,11 +1,12 @@
-//! The per-instance store data: WASI context, resource table, limiter, and the `log`
-//! import that shoal's world gives every processor.
+//! The per-instance store data: WASI context, resource table, limiter, outbound state,
+//! and the `log` import that shoal's world gives every processor.
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{LogLevel, ProcessorImports};
 use super::limits::InstanceLimiter;
+use super::outbound::Outbound;
 use super::stdio::LogTags;
 
 /// Longest `log` message forwarded; longer ones are truncated (documented in the WIT).
@@ -17,18 +18,30 @@ pub struct HostState {
     table: ResourceTable,
     /// Memory and table caps; also tracks peak memory for reporting.
     pub(crate) limiter: InstanceLimiter,
+    outbound: Outbound,
     tags: LogTags,
 }
 
 impl HostState {
     /// Store data for one instance.
-    pub fn new(wasi: WasiCtx, limiter: InstanceLimiter, tags: LogTags) -> Self {
+    pub fn new(wasi: WasiCtx, limiter: InstanceLimiter, outbound: Outbound, tags: LogTags) -> Self {
         Self {
             wasi,
             table: ResourceTable::new(),
             limiter,
+            outbound,
             tags,
         }
+    }
+
+    /// The instance's resource table (for host-defined resources such as name lookups).
+    pub fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// The instance's outbound grants and what its lookups returned.
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
     }
 }
 

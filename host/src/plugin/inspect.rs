@@ -72,6 +72,22 @@ fn split_name(name: &str) -> Option<(&str, &str, &str, &str)> {
     Some((namespace, package, interface, version))
 }
 
+/// Which grant a `wasi:sockets` interface needs to do anything.
+fn sockets_note(interface: &str) -> &'static str {
+    match interface {
+        "tcp" | "tcp-create-socket" => {
+            "WASI 0.2 TCP; connects only to `plugin.sandbox.tcp` destinations"
+        }
+        "udp" | "udp-create-socket" => {
+            "WASI 0.2 UDP; sends only to `plugin.sandbox.udp` destinations"
+        }
+        "ip-name-lookup" => {
+            "WASI 0.2 name lookup; only names a `plugin.sandbox` tcp or udp entry names"
+        }
+        _ => "WASI 0.2 sockets; denied unless granted in [plugin.sandbox]",
+    }
+}
+
 fn import_note(name: &str, kind: &'static str) -> (String, Option<String>) {
     if name == "log" {
         return ("shoal's log function".into(), None);
@@ -101,6 +117,7 @@ fn import_note(name: &str, kind: &'static str) -> (String, Option<String>) {
                 )),
             )
         }
+        Some(("wasi", "sockets", interface, _)) => (sockets_note(interface).into(), None),
         Some(("wasi", package, _, _)) if WASI_PROVIDED.contains(&package) => (
             "WASI 0.2; denied unless granted in [plugin.sandbox]".into(),
             None,

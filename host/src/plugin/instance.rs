@@ -12,6 +12,7 @@ use super::bindings::{Batch, CheckpointDirective, Processor, ShardInfo, Shutdown
 use super::engine::{MAX_TABLE_ELEMENTS, PluginEngine};
 use super::host::HostState;
 use super::limits::InstanceLimiter;
+use super::outbound::Outbound;
 use super::outcome::{CallOutcome, GuestTrap, classify, classify_trap};
 use super::plugin::Plugin;
 use super::sandbox::wasi_context;
@@ -99,12 +100,18 @@ impl ProcessorInstance {
             shard: Arc::from(config.shard.shard_id.as_str()),
             generation: plugin.generation(),
         };
-        let wasi = wasi_context(&config.sandbox, &tags).map_err(|e| InstantiateError::Sandbox {
-            shard: config.shard.shard_id.clone(),
-            reason: format!("{e:#}"),
+        let outbound = Outbound::new(&config.sandbox.egress, &tags);
+        let wasi = wasi_context(&config.sandbox, &outbound, &tags).map_err(|e| {
+            InstantiateError::Sandbox {
+                shard: config.shard.shard_id.clone(),
+                reason: format!("{e:#}"),
+            }
         })?;
         let limiter = InstanceLimiter::new(config.limits.memory_bytes, MAX_TABLE_ELEMENTS);
-        let mut store = Store::new(engine.engine(), HostState::new(wasi, limiter, tags));
+        let mut store = Store::new(
+            engine.engine(),
+            HostState::new(wasi, limiter, outbound, tags),
+        );
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         let deadline_ticks = engine.deadline_ticks(config.limits.deadline);

@@ -10,6 +10,8 @@ pub mod host;
 pub mod inspect;
 pub mod instance;
 pub mod limits;
+pub mod name_lookup;
+pub mod outbound;
 pub mod outcome;
 #[allow(clippy::module_inception)]
 pub mod plugin;

@@ -4,21 +4,34 @@
 //! Defaults (what a guest gets when the config grants nothing): no preopened
 //! directories, no environment variables, no arguments, stdin closed, TCP, UDP and name
 //! lookup disabled, stdout/stderr forwarded line by line to the host log; wall and
-//! monotonic clocks and random numbers are WASI's defaults.
+//! monotonic clocks and random numbers are WASI's defaults. TCP and UDP are switched on
+//! only when the config lists destinations for them, and then every address is checked
+//! by [`Outbound::allows_socket`]; name lookups go through shoal's own
+//! [`super::name_lookup`], which resolves only granted names.
 
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
+use super::outbound::Outbound;
 use super::stdio::{GuestStream, LogTags, TracingOutput};
 use crate::config::{DirMode, SandboxSettings};
 
 /// A WASI context for one instance.
-pub fn wasi_context(sandbox: &SandboxSettings, tags: &LogTags) -> anyhow::Result<WasiCtx> {
+pub fn wasi_context(
+    sandbox: &SandboxSettings,
+    outbound: &Outbound,
+    tags: &LogTags,
+) -> anyhow::Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
+    let check = outbound.clone();
     builder
-        .allow_tcp(false)
-        .allow_udp(false)
+        .allow_tcp(!sandbox.egress.tcp.is_empty())
+        .allow_udp(!sandbox.egress.udp.is_empty())
+        // wasmtime-wasi's own lookup stays off: shoal links its own (`name_lookup`).
         .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .socket_addr_check(move |addr, usage| {
+            let allowed = check.allows_socket(addr, usage);
+            Box::pin(async move { allowed })
+        })
         // Instances run on a blocking thread: do file I/O on it directly instead of
         // bouncing through an async runtime.
         .allow_blocking_current_thread(true)

@@ -21,6 +21,7 @@
 //! | `probe:write:<path>`      | creates `<path>`; reports the result as a `fatal` error |
 //! | `probe:env:<name>`        | reads env var `<name>`; reports as a `fatal` error      |
 //! | `probe:socket:<addr>`     | TCP-connects to `<addr>`; reports as a `fatal` error    |
+//! | `probe:udp:<addr>`        | sends one UDP datagram to `<addr>`; reports as `fatal`  |
 //!
 //! Probe reports read `probe <kind> <target>: allowed: <detail>` or
 //! `probe <kind> <target>: denied: <error>`.
@@ -49,6 +50,10 @@ fn probe(kind: &str, target: &str) -> ProcessError {
         "write" => std::fs::write(target, b"written by misbehave\n").map(|()| "created".to_string()).map_err(|e| e.to_string()),
         "env" => std::env::var(target).map_err(|e| e.to_string()),
         "socket" => std::net::TcpStream::connect(target).map(|_| "connected".to_string()).map_err(|e| e.to_string()),
+        "udp" => std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|socket| socket.send_to(b"probe", target))
+            .map(|n| format!("sent {n} bytes"))
+            .map_err(|e| e.to_string()),
         other => Err(format!("unknown probe kind {other}")),
     };
     ProcessError::Fatal(match outcome {
