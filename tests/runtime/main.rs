@@ -18,3 +18,4 @@ mod replay;
 mod sandbox;
 mod scenarios;
 mod soak;
+mod waits;

@@ -4,6 +4,9 @@ wasmtime::component::bindgen!({
     world: "processor",
     path: "../wit",
     additional_derives: [PartialEq, Eq],
+    // Exports are called with `call_async`, so a guest waiting in a WASI host call
+    // (a sleep, a socket, a file) can be abandoned at its deadline.
+    exports: { default: async },
 });
 
 // The world's `use types.{...}` re-exports the WIT types at this module's root:

@@ -66,7 +66,9 @@ impl PluginEngine {
             .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e:#}"))?;
 
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        // Async WASI: a host call the guest waits in is a future that a call's deadline
+        // (or a lease loss) can drop, where the sync flavour would block its thread.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
         super::name_lookup::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link shoal's name lookup: {e:#}"))?;
@@ -233,6 +235,8 @@ fn pooling_config(settings: &EngineSettings) -> PoolingAllocationConfig {
     pool.total_core_instances(instances.saturating_mul(16));
     pool.total_memories(instances.saturating_mul(2));
     pool.total_tables(instances.saturating_mul(8));
+    // Every instance runs its calls on its own async stack (a fiber).
+    pool.total_stacks(instances);
     pool.max_memory_size(settings.memory_bytes);
     pool.table_elements(MAX_TABLE_ELEMENTS);
     pool.max_memories_per_module(2);

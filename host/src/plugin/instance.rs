@@ -1,19 +1,28 @@
 //! One processor instance per shard: a `Store` plus bindings, built from a plugin's
 //! `InstancePre`. Every guest call sets the deadline, calls, and hands the result to
 //! `outcome::classify`.
+//!
+//! A call is bounded twice: the epoch deadline traps running wasm, and the same deadline
+//! (plus [`WAIT_GRACE`]) on the wall clock abandons a call whose guest is waiting in a
+//! WASI host call, which no epoch can interrupt. Calls are `call_async` futures driven on
+//! the caller's (blocking) thread, so dropping one at the deadline is how a wait ends; the
+//! store is then unusable and the call reports a deadline trap, like any other trap.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
-use super::bindings::{Batch, CheckpointDirective, Processor, ShardInfo, ShutdownReason};
+use super::bindings::{
+    Batch, CheckpointDirective, ProcessError, Processor, ShardInfo, ShutdownReason,
+};
 use super::engine::{MAX_TABLE_ELEMENTS, PluginEngine};
 use super::host::HostState;
 use super::limits::InstanceLimiter;
 use super::outbound::Outbound;
-use super::outcome::{CallOutcome, GuestTrap, classify, classify_trap};
+use super::outcome::{CallOutcome, GuestTrap, WaitedPastDeadline, classify, classify_trap};
 use super::plugin::Plugin;
 use super::sandbox::wasi_context;
 use super::stdio::LogTags;
@@ -21,6 +30,10 @@ use crate::config::{LimitSettings, SandboxSettings};
 
 /// Fuel granted per call when metering is on: effectively unlimited (metering only).
 const FUEL_PER_CALL: u64 = u64::MAX / 4;
+
+/// How much longer than its deadline a waiting call runs before it is abandoned: the epoch
+/// deadline (one tick of slack) reports a computing guest first.
+pub const WAIT_GRACE: Duration = Duration::from_millis(100);
 
 /// Process-wide serial numbers, so logs and tests can tell instances apart.
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
@@ -52,6 +65,7 @@ pub struct ProcessorInstance {
     plugin: Arc<Plugin>,
     shard: ShardInfo,
     deadline_ticks: u64,
+    deadline: Duration,
     fuel_metering: bool,
     serial: u64,
     last_call: CallStats,
@@ -125,20 +139,22 @@ impl ProcessorInstance {
                     reason: format!("cannot set fuel: {e}"),
                 })?;
         }
-        let bindings =
-            plugin
-                .pre()
-                .instantiate(&mut store)
-                .map_err(|e| InstantiateError::Trap {
-                    shard: config.shard.shard_id.clone(),
-                    trap: classify_trap(&e),
-                })?;
+        let deadline = config.limits.deadline;
+        let bindings = wasmtime_wasi::runtime::in_tokio(bounded(
+            deadline,
+            plugin.pre().instantiate_async(&mut store),
+        ))
+        .map_err(|e| InstantiateError::Trap {
+            shard: config.shard.shard_id.clone(),
+            trap: classify_trap(&e),
+        })?;
         Ok(Self {
             store,
             bindings,
             plugin: Arc::clone(plugin),
             shard: config.shard.clone(),
             deadline_ticks,
+            deadline,
             fuel_metering,
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             last_call: CallStats::default(),
@@ -165,38 +181,54 @@ impl ProcessorInstance {
         self.last_call
     }
 
-    /// Call `initialize` with the plugin settings.
+    /// Call `initialize` with the plugin settings. Blocking: call it from a blocking
+    /// thread (`spawn_blocking`) or a plain thread, never on the async runtime.
     pub fn initialize(&mut self, settings: &[(String, String)]) -> CallOutcome<()> {
-        self.call(|bindings, store, shard| bindings.call_initialize(store, shard, settings))
+        let started = self.arm();
+        let call = self
+            .bindings
+            .call_initialize(&mut self.store, &self.shard, settings);
+        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, call));
+        self.finish(started, result)
     }
 
-    /// Call `process` on one batch.
+    /// Call `process` on one batch. Blocking, like [`Self::initialize`].
     pub fn process(&mut self, batch: &Batch) -> CallOutcome<CheckpointDirective> {
-        self.call(|bindings, store, shard| bindings.call_process(store, shard, batch))
+        let started = self.arm();
+        let call = self
+            .bindings
+            .call_process(&mut self.store, &self.shard, batch);
+        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, call));
+        self.finish(started, result)
     }
 
-    /// Call `shutdown`. It returns nothing, so the outcome is ok or a trap.
+    /// Call `shutdown`. It returns nothing, so the outcome is ok or a trap. Blocking.
     pub fn shutdown(&mut self, reason: ShutdownReason) -> CallOutcome<()> {
-        self.call(|bindings, store, shard| bindings.call_shutdown(store, shard, reason).map(Ok))
+        let started = self.arm();
+        let call = self
+            .bindings
+            .call_shutdown(&mut self.store, &self.shard, reason);
+        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, call));
+        self.finish(started, result.map(Ok))
     }
 
-    /// The one guest-call path: arm the deadline (and fuel), call, measure, classify.
-    fn call<T>(
-        &mut self,
-        f: impl FnOnce(
-            &Processor,
-            &mut Store<HostState>,
-            &ShardInfo,
-        ) -> wasmtime::Result<Result<T, super::bindings::ProcessError>>,
-    ) -> CallOutcome<T> {
-        // Deadlines are relative to the current epoch and must be re-armed per call.
+    /// Before every call: re-arm the deadline (it is relative to the current epoch) and
+    /// the fuel; returns the start time.
+    fn arm(&mut self) -> Instant {
         self.store.set_epoch_deadline(self.deadline_ticks);
         if self.fuel_metering {
             // Cannot fail: metering is on for this engine.
             let _ = self.store.set_fuel(FUEL_PER_CALL);
         }
-        let started = Instant::now();
-        let result = f(&self.bindings, &mut self.store, &self.shard);
+        Instant::now()
+    }
+
+    /// After every call: measure, then classify (the one place outcomes are decided).
+    fn finish<T>(
+        &mut self,
+        started: Instant,
+        result: wasmtime::Result<Result<T, ProcessError>>,
+    ) -> CallOutcome<T> {
         let fuel = self
             .fuel_metering
             .then(|| FUEL_PER_CALL - self.store.get_fuel().unwrap_or(FUEL_PER_CALL));
@@ -205,5 +237,17 @@ impl ProcessorInstance {
             fuel,
         };
         classify(result)
+    }
+}
+
+/// Run `call` until it finishes or its deadline (plus [`WAIT_GRACE`]) passes on the wall
+/// clock; a call still waiting then is dropped and reported as [`WaitedPastDeadline`].
+async fn bounded<T>(
+    deadline: Duration,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout(deadline.saturating_add(WAIT_GRACE), call).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::Error::new(WaitedPastDeadline { deadline })),
     }
 }

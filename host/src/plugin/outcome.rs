@@ -111,7 +111,9 @@ impl fmt::Display for GuestTrap {
 
 /// Classify the outer error of a failed guest call (or instantiation).
 pub fn classify_trap(error: &wasmtime::Error) -> GuestTrap {
-    let kind = if error.downcast_ref::<MemoryCapExceeded>().is_some()
+    let kind = if error.downcast_ref::<WaitedPastDeadline>().is_some() {
+        TrapKind::DeadlineExceeded
+    } else if error.downcast_ref::<MemoryCapExceeded>().is_some()
         || error.downcast_ref::<TableCapExceeded>().is_some()
     {
         TrapKind::MemoryCapExceeded
@@ -130,6 +132,27 @@ pub fn classify_trap(error: &wasmtime::Error) -> GuestTrap {
         backtrace,
     }
 }
+
+/// A call abandoned because the guest was still waiting in a host call (a sleep, a
+/// socket, a file, a poll) when its deadline passed; the epoch deadline only stops
+/// running wasm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitedPastDeadline {
+    /// The call's deadline.
+    pub deadline: std::time::Duration,
+}
+
+impl fmt::Display for WaitedPastDeadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the guest was still waiting in a host call (sleep, socket, file or poll) when its deadline of {} passed; the call was abandoned",
+            humantime::format_duration(self.deadline)
+        )
+    }
+}
+
+impl std::error::Error for WaitedPastDeadline {}
 
 /// Classify a whole call result: outer error = trap, inner error = guest error.
 pub fn classify<T>(result: wasmtime::Result<Result<T, ProcessError>>) -> CallOutcome<T> {

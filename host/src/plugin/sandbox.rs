@@ -32,9 +32,10 @@ pub fn wasi_context(
             let allowed = check.allows_socket(addr, usage);
             Box::pin(async move { allowed })
         })
-        // Instances run on a blocking thread: do file I/O on it directly instead of
-        // bouncing through an async runtime.
-        .allow_blocking_current_thread(true)
+        // File I/O goes through the blocking pool, so a read the OS cannot abort (a
+        // FIFO with no writer) costs one pool thread, not the shard: the guest call is
+        // still abandoned at its deadline.
+        .allow_blocking_current_thread(false)
         .stdout(TracingOutput::new(GuestStream::Stdout, tags.clone()))
         .stderr(TracingOutput::new(GuestStream::Stderr, tags.clone()));
     for (key, value) in &sandbox.env {

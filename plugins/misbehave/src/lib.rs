@@ -12,6 +12,7 @@
 //! | `misbehave:retry`         | returns `process-error::retry`                          |
 //! | `misbehave:fatal`         | returns `process-error::fatal`                          |
 //! | `misbehave:slow:<ms>`     | busy-waits `<ms>` milliseconds, then carries on         |
+//! | `misbehave:sleep:<ms>`    | sleeps `<ms>` ms in a WASI clock wait, then carries on  |
 //! | `misbehave:log:<text>`    | writes `<text>` through the `log` import                |
 //! | `misbehave:print:<text>`  | prints `<text>` to stdout and stderr                    |
 //! | `misbehave:none`          | returns the `none` directive                            |
@@ -22,6 +23,7 @@
 //! | `probe:env:<name>`        | reads env var `<name>`; reports as a `fatal` error      |
 //! | `probe:socket:<addr>`     | TCP-connects to `<addr>`; reports as a `fatal` error    |
 //! | `probe:udp:<addr>`        | sends one UDP datagram to `<addr>`; reports as `fatal`  |
+//! | `probe:stall:<addr>`      | TCP-connects to `<addr>` and waits to read one byte     |
 //!
 //! Probe reports read `probe <kind> <target>: allowed: <detail>` or
 //! `probe <kind> <target>: denied: <error>`.
@@ -50,6 +52,14 @@ fn probe(kind: &str, target: &str) -> ProcessError {
         "write" => std::fs::write(target, b"written by misbehave\n").map(|()| "created".to_string()).map_err(|e| e.to_string()),
         "env" => std::env::var(target).map_err(|e| e.to_string()),
         "socket" => std::net::TcpStream::connect(target).map(|_| "connected".to_string()).map_err(|e| e.to_string()),
+        "stall" => std::net::TcpStream::connect(target)
+            .and_then(|mut stream| {
+                use std::io::Read;
+                let mut byte = [0u8; 1];
+                stream.read(&mut byte)
+            })
+            .map(|n| format!("read {n} bytes"))
+            .map_err(|e| e.to_string()),
         "udp" => std::net::UdpSocket::bind("0.0.0.0:0")
             .and_then(|socket| socket.send_to(b"probe", target))
             .map(|n| format!("sent {n} bytes"))
@@ -111,6 +121,9 @@ impl Processor for Misbehave {
                         while std::time::Instant::now() < until {
                             std::hint::black_box(&self.hoard);
                         }
+                    } else if let Some(ms) = other.strip_prefix("sleep:") {
+                        // Waits in a WASI host call (a poll on a clock), not in wasm.
+                        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
                     } else if let Some(text) = other.strip_prefix("log:") {
                         shoal_sdk::info!("{text}");
                     } else if let Some(text) = other.strip_prefix("print:") {

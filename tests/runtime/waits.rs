@@ -1,0 +1,94 @@
+//! A guest waiting in a host call is bounded by its deadline like a computing one: a
+//! sleep, a TCP read from a server that never answers and a file the OS cannot finish
+//! opening (a FIFO with no writer) each end in a deadline trap, and the shard's next
+//! instance runs normally.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use shoal::config::{DirGrant, DirMode, SandboxSettings};
+use shoal::egress::parse_socket;
+use shoal::plugin::bindings::CheckpointDirective;
+use shoal::plugin::{CallOutcome, ProcessorInstance, TrapKind};
+
+use crate::fixtures::*;
+
+/// Run `marker` in a fresh instance (deadline 300 ms) and expect a deadline trap that
+/// says the guest was waiting; then check a new instance processes a batch.
+fn expect_abandoned_wait(sandbox: SandboxSettings, marker: &str) {
+    let engine = engine();
+    let plugin = load(&engine, "misbehave");
+    let config = instance_config("shardId-waits", sandbox, test_limits());
+    let mut instance = ProcessorInstance::new(&engine, &plugin, &config).expect("instance");
+    assert!(matches!(instance.initialize(&[]), CallOutcome::Ok(())));
+    let started = Instant::now();
+    match instance.process(&batch(1, &[marker])) {
+        CallOutcome::Trap(trap) => {
+            assert_eq!(trap.kind, TrapKind::DeadlineExceeded, "{marker}: {trap}");
+            assert!(
+                trap.message.contains("still waiting in a host call"),
+                "{marker}: {trap}"
+            );
+        }
+        other => panic!("{marker}: expected a deadline trap, got {other:?}"),
+    }
+    // Generous: the point is that the call ended at all, not how fast.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{marker}: the call took {:?}",
+        started.elapsed()
+    );
+    drop(instance);
+    let mut next = ProcessorInstance::new(&engine, &plugin, &config).expect("next instance");
+    assert!(matches!(next.initialize(&[]), CallOutcome::Ok(())));
+    assert!(
+        matches!(
+            next.process(&batch(2, &["after"])),
+            CallOutcome::Ok(CheckpointDirective::BatchEnd)
+        ),
+        "{marker}: the next instance processes normally"
+    );
+}
+
+#[test]
+fn a_sleeping_guest_is_stopped_at_its_deadline() {
+    expect_abandoned_wait(SandboxSettings::default(), "misbehave:sleep:5000");
+}
+
+#[test]
+fn a_guest_reading_from_a_silent_server_is_stopped_at_its_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut sandbox = SandboxSettings::default();
+    sandbox.egress.tcp = vec![parse_socket(&addr.to_string(), false).expect("grant")];
+    // The kernel completes the connection from the backlog; nobody ever writes to it.
+    expect_abandoned_wait(sandbox, &format!("probe:stall:{addr}"));
+    drop(listener);
+}
+
+#[test]
+fn a_guest_opening_a_fifo_with_no_writer_is_stopped_at_its_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let sandbox = SandboxSettings {
+        dirs: vec![DirGrant {
+            host: dir.path().to_path_buf(),
+            guest: "/data".into(),
+            mode: DirMode::ReadOnly,
+        }],
+        ..SandboxSettings::default()
+    };
+    expect_abandoned_wait(sandbox, "probe:file:/data/fifo");
+    // The OS cannot abort the open: it holds one blocking-pool thread until a writer
+    // comes. Be that writer, so the thread is released.
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("open the FIFO for writing");
+    drop(writer);
+}
