@@ -1,15 +1,19 @@
 //! A guest waiting in a host call is bounded by its deadline like a computing one: a
 //! sleep, a TCP read from a server that never answers and a file the OS cannot finish
 //! opening (a FIFO with no writer) each end in a deadline trap, and the shard's next
-//! instance runs normally.
+//! instance runs normally. A lost lease abandons a waiting guest at once.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use shoal::config::{DirGrant, DirMode, SandboxSettings};
+use shoal::config::{DirGrant, DirMode, LimitSettings, SandboxSettings};
+use shoal::delivery::OnPoison;
+use shoal::delivery::dead_letter::DeadLetterWriter;
 use shoal::egress::parse_socket;
 use shoal::plugin::bindings::CheckpointDirective;
 use shoal::plugin::{CallOutcome, ProcessorInstance, TrapKind};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::fixtures::*;
 
@@ -91,4 +95,46 @@ fn a_guest_opening_a_fifo_with_no_writer_is_stopped_at_its_deadline() {
         .open(&fifo)
         .expect("open the FIFO for writing");
     drop(writer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_abandons_a_waiting_guest_at_once_and_retries_nothing() {
+    let engine = engine();
+    let dead = tempfile::tempdir().expect("tempdir");
+    let limits = LimitSettings {
+        deadline: Duration::from_secs(120),
+        ..test_limits()
+    };
+    let mut shard = processor(
+        &engine,
+        load(&engine, "misbehave"),
+        instance_config("shardId-abandon", SandboxSettings::default(), limits),
+        &[],
+        fast_failure(1),
+        OnPoison::DeadLetter(DeadLetterWriter::new(dead.path())),
+    );
+    let lost = CancellationToken::new();
+    shard.abandon_calls_when(lost.clone());
+    let losing = lost.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        losing.cancel();
+    });
+    let started = Instant::now();
+    let result = shard
+        .process(batch(1, &["misbehave:sleep:600000"]), &lost)
+        .await;
+    assert!(
+        result.is_err(),
+        "a call abandoned on lease loss ends the delivery as cancelled: {result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the waiting guest was not abandoned: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !dead.path().join("shardId-abandon.jsonl").exists(),
+        "an abandoned batch is not poisoned: another worker owns the shard"
+    );
 }

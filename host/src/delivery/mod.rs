@@ -20,6 +20,7 @@ use crate::plugin::bindings::{Batch, CheckpointDirective, ShutdownReason};
 use crate::plugin::instance::CallStats;
 use crate::plugin::{
     CallOutcome, GuestError, GuestTrap, InstanceConfig, Plugin, PluginEngine, ProcessorInstance,
+    TrapKind,
 };
 use dead_letter::{DeadLetterReason, DeadLetterWriter};
 
@@ -140,6 +141,9 @@ pub struct ShardProcessor {
     failure: FailurePolicy,
     on_poison: OnPoison,
     instances_built: u64,
+    /// Cancelled when the lease is lost: a `process` call still waiting in a host call
+    /// is abandoned then (never cancelled by default).
+    abandon: CancellationToken,
     /// `shard{stream, shard, generation}`: every event of this shard's delivery is in it.
     span: tracing::Span,
 }
@@ -180,8 +184,16 @@ impl ShardProcessor {
             failure,
             on_poison,
             instances_built: 0,
+            abandon: CancellationToken::new(),
             span,
         }
+    }
+
+    /// Abandon a `process` call whose guest is waiting in a host call when `lost` is
+    /// cancelled (the lease was lost): nothing of that batch may be checkpointed, and
+    /// another worker owns the shard. Shutdown does not abandon: the batch finishes.
+    pub fn abandon_calls_when(&mut self, lost: CancellationToken) {
+        self.abandon = lost;
     }
 
     /// Instances built so far (first build plus one per trap or generation switch).
@@ -253,6 +265,10 @@ impl ShardProcessor {
                         fuel: stats.fuel,
                         elapsed: started.elapsed(),
                     });
+                }
+                Err((Failure::Trap(trap), _)) if trap.kind == TrapKind::Abandoned => {
+                    tracing::info!("{trap}");
+                    return Err(Cancelled);
                 }
                 Err((failure, serial)) => {
                     consecutive += 1;
@@ -365,9 +381,10 @@ impl ShardProcessor {
             None => self.build_instance().await.map_err(|f| (f, None))?,
         };
         let serial = instance.serial();
+        let abandon = self.abandon.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let mut instance = instance;
-            let outcome = instance.process(&batch);
+            let outcome = instance.process_unless(&batch, Some(&abandon));
             (instance, outcome)
         })
         .await;

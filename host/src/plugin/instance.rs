@@ -22,7 +22,11 @@ use super::engine::{MAX_TABLE_ELEMENTS, PluginEngine};
 use super::host::HostState;
 use super::limits::InstanceLimiter;
 use super::outbound::Outbound;
-use super::outcome::{CallOutcome, GuestTrap, WaitedPastDeadline, classify, classify_trap};
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::{
+    CallAbandoned, CallOutcome, GuestTrap, WaitedPastDeadline, classify, classify_trap,
+};
 use super::plugin::Plugin;
 use super::sandbox::wasi_context;
 use super::stdio::LogTags;
@@ -142,6 +146,7 @@ impl ProcessorInstance {
         let deadline = config.limits.deadline;
         let bindings = wasmtime_wasi::runtime::in_tokio(bounded(
             deadline,
+            None,
             plugin.pre().instantiate_async(&mut store),
         ))
         .map_err(|e| InstantiateError::Trap {
@@ -188,17 +193,28 @@ impl ProcessorInstance {
         let call = self
             .bindings
             .call_initialize(&mut self.store, &self.shard, settings);
-        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, call));
+        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, None, call));
         self.finish(started, result)
     }
 
     /// Call `process` on one batch. Blocking, like [`Self::initialize`].
     pub fn process(&mut self, batch: &Batch) -> CallOutcome<CheckpointDirective> {
+        self.process_unless(batch, None)
+    }
+
+    /// Call `process`, abandoning the call if `abandon` is cancelled while the guest waits
+    /// in a host call (a computing guest runs on to its deadline). An abandoned call is a
+    /// [`super::TrapKind::Abandoned`] trap: the instance is unusable.
+    pub fn process_unless(
+        &mut self,
+        batch: &Batch,
+        abandon: Option<&CancellationToken>,
+    ) -> CallOutcome<CheckpointDirective> {
         let started = self.arm();
         let call = self
             .bindings
             .call_process(&mut self.store, &self.shard, batch);
-        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, call));
+        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, abandon, call));
         self.finish(started, result)
     }
 
@@ -208,7 +224,7 @@ impl ProcessorInstance {
         let call = self
             .bindings
             .call_shutdown(&mut self.store, &self.shard, reason);
-        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, call));
+        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, None, call));
         self.finish(started, result.map(Ok))
     }
 
@@ -242,12 +258,25 @@ impl ProcessorInstance {
 
 /// Run `call` until it finishes or its deadline (plus [`WAIT_GRACE`]) passes on the wall
 /// clock; a call still waiting then is dropped and reported as [`WaitedPastDeadline`].
+/// If `abandon` is cancelled first, the call is dropped as [`CallAbandoned`].
 async fn bounded<T>(
     deadline: Duration,
+    abandon: Option<&CancellationToken>,
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> wasmtime::Result<T> {
-    match tokio::time::timeout(deadline.saturating_add(WAIT_GRACE), call).await {
-        Ok(result) => result,
-        Err(_) => Err(wasmtime::Error::new(WaitedPastDeadline { deadline })),
+    let timed = tokio::time::timeout(deadline.saturating_add(WAIT_GRACE), call);
+    let abandoned = async {
+        match abandon {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        finished = timed => match finished {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::Error::new(WaitedPastDeadline { deadline })),
+        },
+        () = abandoned => Err(wasmtime::Error::new(CallAbandoned)),
     }
 }

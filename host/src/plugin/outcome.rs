@@ -66,6 +66,9 @@ pub enum TrapKind {
     MemoryCapExceeded,
     /// Arithmetic traps: division by zero, overflow, bad float→int conversion.
     Arithmetic,
+    /// The host abandoned a call whose guest was waiting in a host call, because the
+    /// lease was lost: the batch is not retried here (another worker owns the shard).
+    Abandoned,
     /// Any other trap, or a host-side failure while calling the guest (including a
     /// component that was already poisoned).
     Other,
@@ -81,6 +84,7 @@ impl TrapKind {
             TrapKind::DeadlineExceeded => "deadline-exceeded",
             TrapKind::MemoryCapExceeded => "memory-cap-exceeded",
             TrapKind::Arithmetic => "arithmetic",
+            TrapKind::Abandoned => "abandoned",
             TrapKind::Other => "other",
         }
     }
@@ -113,6 +117,8 @@ impl fmt::Display for GuestTrap {
 pub fn classify_trap(error: &wasmtime::Error) -> GuestTrap {
     let kind = if error.downcast_ref::<WaitedPastDeadline>().is_some() {
         TrapKind::DeadlineExceeded
+    } else if error.downcast_ref::<CallAbandoned>().is_some() {
+        TrapKind::Abandoned
     } else if error.downcast_ref::<MemoryCapExceeded>().is_some()
         || error.downcast_ref::<TableCapExceeded>().is_some()
     {
@@ -153,6 +159,20 @@ impl fmt::Display for WaitedPastDeadline {
 }
 
 impl std::error::Error for WaitedPastDeadline {}
+
+/// A waiting call dropped because the lease was lost (see [`TrapKind::Abandoned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallAbandoned;
+
+impl fmt::Display for CallAbandoned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the lease was lost while the guest was waiting in a host call; the call was abandoned",
+        )
+    }
+}
+
+impl std::error::Error for CallAbandoned {}
 
 /// Classify a whole call result: outer error = trap, inner error = guest error.
 pub fn classify<T>(result: wasmtime::Result<Result<T, ProcessError>>) -> CallOutcome<T> {

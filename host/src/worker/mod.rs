@@ -106,11 +106,12 @@ impl ShardWorker {
         source: Arc<dyn ShardSource>,
         store: Arc<dyn LeaseStore>,
         held: Arc<HeldLease>,
-        processor: ShardProcessor,
+        mut processor: ShardProcessor,
         settings: WorkerSettings,
         shutdown: CancellationToken,
         stats: Arc<WorkerStats>,
     ) -> Self {
+        processor.abandon_calls_when(held.lost().clone());
         Self {
             source,
             store,
