@@ -18,13 +18,14 @@ use crate::config::{
     ConsumerSettings, InitialPosition, LeaseStoreSettings, PluginSettings, Settings, SourceSettings,
 };
 use crate::delivery::{OnPoison, ShardProcessor};
+use crate::egress::EgressGrants;
 use crate::lease::coordinator::{CoordinatorSettings, HeldLease, LeaseCoordinator};
 use crate::lease::dynamo::DynamoLeaseStore;
 use crate::lease::sqlite::SqliteLeaseStore;
 use crate::lease::{Checkpoint, LeaseStore};
 use crate::plugin::bindings::ShardInfo;
 use crate::plugin::reload::{PluginUpdates, ReloadOptions, spawn_reloader};
-use crate::plugin::{InstanceConfig, PluginEngine};
+use crate::plugin::{InstanceConfig, Plugin, PluginEngine};
 use crate::shard_sync::{jittered_interval, sync_shards};
 use crate::source::kinesis::KinesisSource;
 use crate::source::local::LocalSource;
@@ -175,6 +176,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         digest = plugin.short_digest(),
         "shoal consumer starting"
     );
+    report_ungranted_outbound(&plugin, &plugin_settings.sandbox.egress);
     let reload_cancel = CancellationToken::new();
     let (updates, _reload, reloader) = spawn_reloader(
         engine.clone(),
@@ -187,6 +189,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         reload_cancel.clone(),
     )?;
 
+    {
+        // Each accepted reload says what its outbound imports cannot reach, too.
+        let mut generations = updates.plugin.clone();
+        generations.borrow_and_update();
+        let grants = plugin_settings.sandbox.egress.clone();
+        tokio::spawn(async move {
+            while generations.changed().await.is_ok() {
+                let plugin = Arc::clone(&generations.borrow_and_update());
+                report_ungranted_outbound(&plugin, &grants);
+            }
+        });
+    }
     let initial = initial_checkpoint(&consumer.initial_position);
     let sync_cancel = CancellationToken::new();
     let sync_task = {
@@ -535,5 +549,18 @@ mod prepare {
             "{e:#}"
         );
         assert_eq!(store.calls.load(Ordering::SeqCst), 1);
+    }
+}
+
+/// Say, before the first batch of a generation, which of its outbound imports the config
+/// grants nothing to reach.
+fn report_ungranted_outbound(plugin: &Plugin, grants: &EgressGrants) {
+    for sentence in crate::plugin::inspect::ungranted_outbound(plugin.imports(), grants) {
+        tracing::info!(
+            plugin = %plugin.path().display(),
+            generation = plugin.generation(),
+            "plugin generation {}: {sentence}",
+            plugin.generation()
+        );
     }
 }

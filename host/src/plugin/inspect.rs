@@ -3,6 +3,8 @@
 //! it with the usual toolchains. Used by `shoal plugin inspect` and in load rejections.
 
 use wasmtime::Engine;
+
+use crate::egress::EgressGrants;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
@@ -14,6 +16,45 @@ const REQUIRED_EXPORTS: [&str; 3] = ["initialize", "process", "shutdown"];
 
 /// WASI 0.2 packages the host links (what a guest may reach is still deny-by-default).
 const WASI_PROVIDED: [&str; 6] = ["cli", "io", "clocks", "filesystem", "random", "sockets"];
+
+/// The outbound imports a component has no grant for, one plain sentence each (empty when
+/// every outbound import it has can reach something). Interpreter guests import every
+/// WASI interface whether they use it or not, so this is information, not a problem.
+pub fn ungranted_outbound(imports: &[String], grants: &EgressGrants) -> Vec<String> {
+    let imported = |wanted: &[&str]| {
+        imports.iter().find(|name| {
+            matches!(split_name(name), Some(("wasi", "sockets", interface, _)) if wanted.contains(&interface))
+        })
+    };
+    let names_granted = grants
+        .tcp
+        .iter()
+        .chain(&grants.udp)
+        .any(|g| !g.host.is_address());
+    let mut out = Vec::new();
+    if let (Some(name), true) = (
+        imported(&["tcp", "tcp-create-socket"]),
+        grants.tcp.is_empty(),
+    ) {
+        out.push(format!(
+            "it imports `{name}`, but [plugin.sandbox] grants no `tcp` destination: every TCP connect will be refused"
+        ));
+    }
+    if let (Some(name), true) = (
+        imported(&["udp", "udp-create-socket"]),
+        grants.udp.is_empty(),
+    ) {
+        out.push(format!(
+            "it imports `{name}`, but [plugin.sandbox] grants no `udp` destination: every UDP send will be refused"
+        ));
+    }
+    if let (Some(name), false) = (imported(&["ip-name-lookup"]), names_granted) {
+        out.push(format!(
+            "it imports `{name}`, but no `tcp` or `udp` entry names a host: every name lookup will be refused"
+        ));
+    }
+    out
+}
 
 /// One import or export, with what the host makes of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,5 +333,52 @@ mod tests {
             .1
             .expect("a problem");
         assert!(other.contains("does not provide"), "{other}");
+    }
+}
+
+#[cfg(test)]
+mod outbound_tests {
+    use super::ungranted_outbound;
+    use crate::egress::{EgressGrants, parse_socket};
+
+    fn imports(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn outbound_imports_without_a_grant_are_named() {
+        let all = imports(&[
+            "log",
+            "wasi:sockets/tcp@0.2.0",
+            "wasi:sockets/udp-create-socket@0.2.0",
+            "wasi:sockets/ip-name-lookup@0.2.0",
+        ]);
+        let none = ungranted_outbound(&all, &EgressGrants::default());
+        assert_eq!(none.len(), 3, "{none:?}");
+        assert!(
+            none[0].contains("`wasi:sockets/tcp@0.2.0`")
+                && none[0].contains("no `tcp` destination")
+        );
+        assert!(none[1].contains("no `udp` destination"));
+        assert!(none[2].contains("every name lookup will be refused"));
+
+        let by_address = EgressGrants {
+            tcp: vec![parse_socket("127.0.0.1:6379", false).expect("grant")],
+            ..EgressGrants::default()
+        };
+        let report = ungranted_outbound(&all, &by_address);
+        assert_eq!(report.len(), 2, "{report:?}");
+        assert!(
+            report[1].contains("name lookup"),
+            "an address grants no lookups"
+        );
+
+        let by_name = EgressGrants {
+            tcp: vec![parse_socket("cache:6379", false).expect("grant")],
+            udp: vec![parse_socket("10.0.0.2:8125", false).expect("grant")],
+            ..EgressGrants::default()
+        };
+        assert!(ungranted_outbound(&all, &by_name).is_empty());
+        assert!(ungranted_outbound(&imports(&["log"]), &EgressGrants::default()).is_empty());
     }
 }

@@ -17,6 +17,7 @@ pub struct Plugin {
     pre: ProcessorPre<HostState>,
     source: ArtifactSource,
     load_time: Duration,
+    imports: Vec<String>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -39,6 +40,12 @@ impl Plugin {
         source: ArtifactSource,
         load_time: Duration,
     ) -> Self {
+        let component = pre.instance_pre().component();
+        let imports = component
+            .component_type()
+            .imports(component.engine())
+            .map(|(name, _)| name.to_string())
+            .collect();
         Self {
             generation,
             path,
@@ -47,7 +54,13 @@ impl Plugin {
             pre,
             source,
             load_time,
+            imports,
         }
+    }
+
+    /// The names of everything the component imports (`log`, `wasi:cli/environment@0.2.0`, ...).
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
 
     /// The generation number: 1 for the first file loaded, +1 per accepted reload.
