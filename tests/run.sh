@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of shoal: builds the guest plugins (wasm target included), installs and
 # starts the local AWS emulators (kinesis-mock, kinesalite, DynamoDB Local; npm + Java),
+# installs Redis (Debian's redis-server, for the sink tests, which start their own servers),
 # runs the host's unit and integration tests against them, then stops the emulators it
 # started. This is the README's test command; CI calls it.
 #
@@ -25,6 +26,14 @@ set -a
 eval "$endpoints"
 set +a
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "==> installing redis-server and redis-cli (Debian packages) for the sink tests"
+  sudo=""
+  [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
 
 echo "==> host unit and integration tests"
 cargo test --workspace --no-fail-fast "$@"

@@ -24,6 +24,8 @@ pub struct Cluster {
     plugin: Option<PathBuf>,
     /// Extra `[plugin.settings]` lines.
     plugin_settings: String,
+    /// Extra `[plugin.sandbox]` lines.
+    sandbox: String,
 }
 
 enum Backend {
@@ -57,6 +59,7 @@ impl Cluster {
             backend: Backend::Local,
             plugin: None,
             plugin_settings: String::new(),
+            sandbox: String::new(),
         }
     }
 
@@ -79,7 +82,13 @@ impl Cluster {
             },
             plugin: None,
             plugin_settings: String::new(),
+            sandbox: String::new(),
         }
+    }
+
+    /// Workers started from now on grant their plugin these extra `[plugin.sandbox]` lines.
+    pub fn set_sandbox(&mut self, lines: &str) {
+        self.sandbox = lines.to_string();
     }
 
     /// Workers started from now on load `path` (watched for hot swaps) with these extra
@@ -171,6 +180,7 @@ dir = "/archive"
 
 [plugin.sandbox]
 dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
+{sandbox}
 "#,
             lease = self.lease_duration.as_millis(),
             plugin = self
@@ -179,6 +189,7 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
                 .unwrap_or_else(|| plugin_path("archive"))
                 .display(),
             plugin_settings = self.plugin_settings,
+            sandbox = self.sandbox,
             backend = self.backend_config(),
             max_records = if extra.contains("max_records") {
                 ""

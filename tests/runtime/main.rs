@@ -6,6 +6,7 @@ mod conformance;
 mod emulators;
 mod fixtures;
 mod guest_log;
+mod redis;
 
 mod consumer_aws;
 mod consumer_local;
@@ -17,5 +18,6 @@ mod limits;
 mod replay;
 mod sandbox;
 mod scenarios;
+mod sinks;
 mod soak;
 mod waits;
