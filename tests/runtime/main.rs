@@ -6,6 +6,7 @@ mod conformance;
 mod emulators;
 mod fixtures;
 mod guest_log;
+mod http_server;
 mod redis;
 
 mod consumer_aws;
@@ -13,6 +14,7 @@ mod consumer_local;
 mod fault_proxy;
 mod faults;
 mod hot_swap;
+mod http;
 mod inspect;
 mod limits;
 mod replay;

@@ -369,15 +369,7 @@ impl Validator<'_> {
                     .map_err(|e| self.error(Some(entry.span()), "plugin.sandbox.http", e))?,
             );
         }
-        if let Some(first) = sandbox.http.first() {
-            return Err(self.error(
-                Some(first.span()),
-                "plugin.sandbox.http",
-                "outbound HTTP (`wasi:http`) is not linked in this version of shoal: a processor \
-                 reaches an HTTP service through a `plugin.sandbox.tcp` grant of its host:port"
-                    .into(),
-            ));
-        }
+
         for (key, entries, into) in [
             ("plugin.sandbox.tcp", &sandbox.tcp, &mut grants.tcp),
             ("plugin.sandbox.udp", &sandbox.udp, &mut grants.udp),
@@ -775,19 +767,25 @@ mod egress_grants {
     }
 
     #[test]
-    fn http_entries_are_checked_then_refused_until_http_is_linked() {
+    fn http_entries_are_read_and_bad_ones_named() {
+        let text = "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nhttp = [\"https://api.example.com\", \"http://127.0.0.1:8080\"]\n";
+        let egress = parse(text)
+            .expect("valid")
+            .plugin
+            .expect("plugin")
+            .sandbox
+            .egress;
+        assert_eq!(egress.http.len(), 2);
+        assert_eq!(egress.http[0].port, PortPattern::Port(443));
+        assert_eq!(egress.http[1].port, PortPattern::Port(8080));
         let text =
             "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nhttp = [\"ftp://files.example.com\"]\n";
-        let err = parse(text).unwrap_err();
-        assert!(err.message.contains("must be `http` or `https`"), "{err}");
-        let text =
-            "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nhttp = [\"https://api.example.com\"]\n";
         let err = parse(text).unwrap_err();
         assert_eq!(
             (err.line, err.key.as_deref()),
             (Some(4), Some("plugin.sandbox.http"))
         );
-        assert!(err.message.contains("is not linked"), "{err}");
+        assert!(err.message.contains("must be `http` or `https`"), "{err}");
     }
 
     #[test]

@@ -70,6 +70,8 @@ impl PluginEngine {
         // (or a lease loss) can drop, where the sync flavour would block its thread.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI HTTP: {e:#}"))?;
         super::name_lookup::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link shoal's name lookup: {e:#}"))?;
         Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)

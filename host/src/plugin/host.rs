@@ -3,8 +3,10 @@
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{LogLevel, ProcessorImports};
+use super::http::GuestHttp;
 use super::limits::InstanceLimiter;
 use super::outbound::Outbound;
 use super::stdio::LogTags;
@@ -19,16 +21,26 @@ pub struct HostState {
     /// Memory and table caps; also tracks peak memory for reporting.
     pub(crate) limiter: InstanceLimiter,
     outbound: Outbound,
+    http: WasiHttpCtx,
+    http_hooks: GuestHttp,
     tags: LogTags,
 }
 
 impl HostState {
     /// Store data for one instance.
-    pub fn new(wasi: WasiCtx, limiter: InstanceLimiter, outbound: Outbound, tags: LogTags) -> Self {
+    pub fn new(
+        wasi: WasiCtx,
+        limiter: InstanceLimiter,
+        outbound: Outbound,
+        deadline: std::time::Duration,
+        tags: LogTags,
+    ) -> Self {
         Self {
             wasi,
             table: ResourceTable::new(),
             limiter,
+            http: WasiHttpCtx::new(),
+            http_hooks: GuestHttp::new(outbound.clone(), deadline),
             outbound,
             tags,
         }
@@ -50,6 +62,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.http_hooks,
+            table: &mut self.table,
+            ctx: &mut self.http,
         }
     }
 }

@@ -32,6 +32,17 @@ pub fn ungranted_outbound(imports: &[String], grants: &EgressGrants) -> Vec<Stri
         .chain(&grants.udp)
         .any(|g| !g.host.is_address());
     let mut out = Vec::new();
+    let http = imports.iter().find(|name| {
+        matches!(
+            split_name(name),
+            Some(("wasi", "http", "outgoing-handler", _))
+        )
+    });
+    if let (Some(name), true) = (http, grants.http.is_empty()) {
+        out.push(format!(
+            "it imports `{name}`, but [plugin.sandbox] grants no `http` destination: every HTTP request will be refused"
+        ));
+    }
     if let (Some(name), true) = (
         imported(&["tcp", "tcp-create-socket"]),
         grants.tcp.is_empty(),
@@ -134,12 +145,20 @@ fn import_note(name: &str, kind: &'static str) -> (String, Option<String>) {
         return ("shoal's log function".into(), None);
     }
     match split_name(name) {
+        Some(("wasi", "http", "outgoing-handler" | "types", version))
+            if version.is_empty() || version.starts_with("0.2") =>
+        {
+            (
+                "WASI 0.2 HTTP; requests only to `plugin.sandbox.http` destinations".into(),
+                None,
+            )
+        }
         Some(("wasi", "http", _, _)) => (
             "not provided".into(),
             Some(format!(
-                "it imports `{name}`: processors get no HTTP (WASI HTTP is not linked). JavaScript \
-                 built with componentize-js imports it unless built with `-d http fetch-event`; \
-                 elsewhere, drop the HTTP client dependency"
+                "it imports `{name}`: processors may send HTTP requests (`wasi:http/outgoing-handler` \
+                 and `types`) but not serve them. JavaScript built with componentize-js imports the \
+                 incoming handler unless built with `-d http fetch-event`"
             )),
         ),
         Some(("wasi", package, _, version))
@@ -309,10 +328,13 @@ mod tests {
                 .1
                 .is_none()
         );
-        let http = import_note("wasi:http/types@0.2.0", "instance")
+        let outgoing = import_note("wasi:http/outgoing-handler@0.2.0", "instance");
+        assert!(outgoing.1.is_none(), "{outgoing:?}");
+        assert!(outgoing.0.contains("plugin.sandbox.http"), "{outgoing:?}");
+        let serving = import_note("wasi:http/incoming-handler@0.2.0", "instance")
             .1
             .expect("a problem");
-        assert!(http.contains("-d http fetch-event"), "{http}");
+        assert!(serving.contains("-d http fetch-event"), "{serving}");
         let p3 = import_note("wasi:cli/environment@0.3.0", "instance")
             .1
             .expect("a problem");

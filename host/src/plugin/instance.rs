@@ -128,7 +128,7 @@ impl ProcessorInstance {
         let limiter = InstanceLimiter::new(config.limits.memory_bytes, MAX_TABLE_ELEMENTS);
         let mut store = Store::new(
             engine.engine(),
-            HostState::new(wasi, limiter, outbound, tags),
+            HostState::new(wasi, limiter, outbound, config.limits.deadline, tags),
         );
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();

@@ -7,6 +7,7 @@ pub mod bindings;
 pub mod cache;
 pub mod engine;
 pub mod host;
+pub mod http;
 pub mod inspect;
 pub mod instance;
 pub mod limits;

@@ -23,6 +23,10 @@
 //! ```
 
 #[doc(hidden)]
+/// Blocking HTTP requests over `wasi:http` (feature `http`).
+#[cfg(feature = "http")]
+pub mod http;
+
 pub mod bindings {
     wit_bindgen::generate!({
         world: "processor",

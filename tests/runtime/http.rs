@@ -1,0 +1,237 @@
+//! Outbound HTTP from a guest (`wasi:http`, the `http-sink` processor) against a real
+//! local server: a granted endpoint receives each batch with its idempotency key; an
+//! endpoint that is not granted (by name, by IP literal, or as a redirect target) is
+//! refused with the missing grant named and never reached; a 500 is retried; a server
+//! that stalls ends in a timeout the guest sees, within its deadline.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use shoal::config::{LimitSettings, SandboxSettings};
+use shoal::egress::parse_http;
+use shoal::plugin::bindings::CheckpointDirective;
+use shoal::plugin::{CallOutcome, GuestError, ProcessorInstance};
+
+use crate::fixtures::*;
+use crate::guest_log;
+use crate::http_server::{HttpServer, Mode};
+
+const SHARD: &str = "shardId-http";
+
+fn grants(entries: &[String]) -> SandboxSettings {
+    let mut sandbox = SandboxSettings::default();
+    sandbox.egress.http = entries
+        .iter()
+        .map(|e| parse_http(e, false).expect("grant"))
+        .collect();
+    sandbox
+}
+
+/// One `process` call of `http-sink` posting to `url`.
+fn post_batch(
+    sandbox: SandboxSettings,
+    url: &str,
+    timeout_ms: u64,
+    deadline: Duration,
+) -> CallOutcome<CheckpointDirective> {
+    let engine = engine();
+    let plugin = load(&engine, "http_sink");
+    let limits = LimitSettings {
+        deadline,
+        ..test_limits()
+    };
+    let mut instance =
+        ProcessorInstance::new(&engine, &plugin, &instance_config(SHARD, sandbox, limits))
+            .expect("instance");
+    let settings = vec![
+        ("url".to_string(), url.to_string()),
+        ("timeout_ms".to_string(), timeout_ms.to_string()),
+    ];
+    assert!(matches!(
+        instance.initialize(&settings),
+        CallOutcome::Ok(())
+    ));
+    instance.process(&batch(1, &["first", "second"]))
+}
+
+fn refusals() -> Vec<String> {
+    guest_log::of(SHARD)
+        .into_iter()
+        .filter(|l| l.target == "shoal::sandbox")
+        .map(|l| l.message)
+        .collect()
+}
+
+#[test]
+fn a_granted_endpoint_receives_each_batch_with_its_idempotency_key() {
+    let server = HttpServer::start(Mode::Ok);
+    let outcome = post_batch(
+        grants(&[format!("http://{}", server.addr)]),
+        &server.url("/ingest"),
+        5000,
+        Duration::from_secs(10),
+    );
+    assert!(
+        matches!(outcome, CallOutcome::Ok(CheckpointDirective::BatchEnd)),
+        "{outcome:?}"
+    );
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let request = &received[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/ingest")
+    );
+    let key = request
+        .header("idempotency-key")
+        .expect("an idempotency key");
+    assert!(
+        key.ends_with("/shardId-http/00000000000000000001.0-00000000000000000002.0"),
+        "the key names the shard and the batch's first and last positions: {key}"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&request.body).expect("JSON body");
+    let data: Vec<String> = body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(r["data_base64"].as_str().expect("data"))
+                .expect("base64");
+            String::from_utf8(bytes).expect("utf-8")
+        })
+        .collect();
+    assert_eq!(data, ["first", "second"]);
+}
+
+#[test]
+fn an_endpoint_that_is_not_granted_is_refused_and_never_reached() {
+    guest_log::install();
+    let server = HttpServer::start(Mode::Ok);
+    // Nothing granted.
+    let outcome = post_batch(
+        SandboxSettings::default(),
+        &server.url("/ingest"),
+        5000,
+        Duration::from_secs(10),
+    );
+    match outcome {
+        CallOutcome::GuestError(GuestError::Fatal(m)) => assert!(m.contains("denied"), "{m}"),
+        other => panic!("expected a fatal refusal, got {other:?}"),
+    }
+    let expected = format!(
+        "guest HTTP request to http://{}:{} refused: no entry grants this address; grant it with `\"http://{}\"` in plugin.sandbox.http",
+        server.addr.ip(),
+        server.addr.port(),
+        server.addr
+    );
+    assert!(
+        refusals().contains(&expected),
+        "{expected} not in {:?}",
+        refusals()
+    );
+    // Granted by name, requested by IP literal: still refused.
+    let by_name = grants(&[format!("http://localhost:{}", server.addr.port())]);
+    let outcome = post_batch(
+        by_name,
+        &server.url("/ingest"),
+        5000,
+        Duration::from_secs(10),
+    );
+    assert!(
+        matches!(outcome, CallOutcome::GuestError(GuestError::Fatal(_))),
+        "{outcome:?}"
+    );
+    assert!(
+        server.received().is_empty(),
+        "a refused request reached the server"
+    );
+}
+
+#[test]
+fn a_redirect_to_a_host_that_is_not_granted_is_refused() {
+    guest_log::install();
+    let server = HttpServer::start(Mode::Ok);
+    let elsewhere = format!("http://127.0.0.2:{}/elsewhere", server.addr.port());
+    server.set_mode(Mode::Redirect(elsewhere.clone()));
+    let outcome = post_batch(
+        grants(&[format!("http://{}", server.addr)]),
+        &server.url("/ingest"),
+        5000,
+        Duration::from_secs(10),
+    );
+    match outcome {
+        CallOutcome::GuestError(GuestError::Fatal(m)) => {
+            assert!(m.contains(&elsewhere) && m.contains("denied"), "{m}")
+        }
+        other => panic!("expected the redirect to be refused, got {other:?}"),
+    }
+    let received = server.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "only the first request reached the server: {received:?}"
+    );
+    assert!(
+        refusals()
+            .iter()
+            .any(|r| r.contains("HTTP request to http://127.0.0.2:")),
+        "{:?}",
+        refusals()
+    );
+}
+
+#[test]
+fn a_server_error_is_retried_and_a_stalled_server_times_out_within_the_deadline() {
+    let server = HttpServer::start(Mode::Fail);
+    let granted = grants(&[format!("http://{}", server.addr)]);
+    let outcome = post_batch(
+        granted.clone(),
+        &server.url("/ingest"),
+        5000,
+        Duration::from_secs(10),
+    );
+    match outcome {
+        CallOutcome::GuestError(GuestError::Retry(m)) => assert!(m.contains("500"), "{m}"),
+        other => panic!("expected retry on a 500, got {other:?}"),
+    }
+    server.set_mode(Mode::Stall);
+    // The guest's own timeout.
+    let started = Instant::now();
+    let outcome = post_batch(
+        granted.clone(),
+        &server.url("/ingest"),
+        300,
+        Duration::from_secs(10),
+    );
+    match outcome {
+        CallOutcome::GuestError(GuestError::Retry(m)) => assert!(m.contains("timed out"), "{m}"),
+        other => panic!("expected a timeout the guest sees, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // A guest timeout longer than the deadline is cut to the deadline: the call ends
+    // (as a timeout the guest reports, or as a deadline trap) long before 60 s.
+    let started = Instant::now();
+    let outcome = post_batch(
+        granted,
+        &server.url("/ingest"),
+        60_000,
+        Duration::from_millis(1500),
+    );
+    assert!(
+        matches!(
+            &outcome,
+            CallOutcome::GuestError(GuestError::Retry(_)) | CallOutcome::Trap(_)
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
