@@ -745,6 +745,16 @@ mod egress_grants {
         super::check(Path::new("/etc/shoal/shoal.toml"), text)
     }
 
+    /// The outbound grants of a valid config.
+    fn egress_of(text: &str) -> crate::egress::EgressGrants {
+        parse(text)
+            .expect("valid")
+            .plugin
+            .expect("plugin")
+            .sandbox
+            .egress
+    }
+
     #[test]
     fn nothing_outbound_is_granted_unless_listed() {
         let s = parse("[plugin]\npath = \"x.wasm\"\n").expect("valid");
@@ -754,12 +764,7 @@ mod egress_grants {
     #[test]
     fn tcp_and_udp_entries_are_read() {
         let text = "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\ntcp = [\"db.internal:5432\", \"127.0.0.1:6379\"]\nudp = [\"10.0.0.0/8:53\"]\n";
-        let egress = parse(text)
-            .expect("valid")
-            .plugin
-            .expect("plugin")
-            .sandbox
-            .egress;
+        let egress = egress_of(text);
         assert_eq!(egress.tcp.len(), 2);
         assert_eq!(egress.tcp[0].host, HostPattern::Name("db.internal".into()));
         assert_eq!(egress.tcp[1].port, PortPattern::Port(6379));
@@ -769,12 +774,7 @@ mod egress_grants {
     #[test]
     fn http_entries_are_read_and_bad_ones_named() {
         let text = "[plugin]\npath = \"x.wasm\"\n[plugin.sandbox]\nhttp = [\"https://api.example.com\", \"http://127.0.0.1:8080\"]\n";
-        let egress = parse(text)
-            .expect("valid")
-            .plugin
-            .expect("plugin")
-            .sandbox
-            .egress;
+        let egress = egress_of(text);
         assert_eq!(egress.http.len(), 2);
         assert_eq!(egress.http[0].port, PortPattern::Port(443));
         assert_eq!(egress.http[1].port, PortPattern::Port(8080));
