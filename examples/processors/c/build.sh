@@ -73,7 +73,7 @@ fi
 
 # --- 3. bindings: gen/ is committed; regenerate when asked or when the WIT changed -------
 # gen/STAMP records the wit-bindgen version and the hash of the WIT it was made from.
-stamp="wit-bindgen $WIT_BINDGEN_VERSION $(cat "$WIT_DIR"/*.wit | sha256sum | cut -d' ' -f1)"
+stamp="wit-bindgen $WIT_BINDGEN_VERSION $(cat "$WIT_DIR"/processor.wit | sha256sum | cut -d' ' -f1)"
 if [ "$REGEN" = 1 ] || [ "$(cat "$GEN/STAMP" 2>/dev/null || true)" != "$stamp" ]; then
     [ "$REGEN" = 1 ] || echo "note: gen/ is stale (wit/ or the pinned wit-bindgen changed): regenerating"
     if [ "$("$WIT_BINDGEN" --version 2>/dev/null | cut -d' ' -f2)" != "$WIT_BINDGEN_VERSION" ]; then
