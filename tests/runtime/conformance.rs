@@ -15,9 +15,17 @@ use tokio_util::sync::CancellationToken;
 use crate::fixtures::*;
 use crate::guest_log::{self, GuestLine};
 
-/// Build `examples/processors/<lang>/` with its own one command; fails loudly.
+/// Build `examples/processors/<lang>/` with its own one command and return its `filter`
+/// component; fails loudly.
 pub fn build(lang: &str) -> PathBuf {
-    // One toolchain build at a time: they are CPU-heavy and some install packages.
+    build_component(lang, "filter")
+}
+
+/// Build `examples/processors/<lang>/` with its own one command and return the component
+/// `build/<name>.wasm` it made; fails loudly.
+pub fn build_component(lang: &str, name: &str) -> PathBuf {
+    // One toolchain build at a time: they are CPU-heavy, some install packages, and two
+    // builds of one language would write the same staging directories.
     static BUILDING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let dir = repo_root().join("examples/processors").join(lang);
@@ -33,7 +41,7 @@ pub fn build(lang: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
-    let wasm = dir.join("build/filter.wasm");
+    let wasm = dir.join(format!("build/{name}.wasm"));
     assert!(
         wasm.is_file(),
         "{lang}: build.sh did not produce {}",

@@ -2,11 +2,13 @@
 //! local server: a granted endpoint receives each batch with its idempotency key; an
 //! endpoint that is not granted (by name, by IP literal, or as a redirect target) is
 //! refused with the missing grant named and never reached; a 500 is retried; a server
-//! that stalls ends in a timeout the guest sees, within its deadline.
+//! that stalls ends in a timeout the guest sees, within its deadline. The Python and
+//! JavaScript `http-sink` examples keep the same contract as the Rust one.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use shoal::config::{LimitSettings, SandboxSettings};
 use shoal::egress::parse_http;
 use shoal::plugin::bindings::CheckpointDirective;
@@ -27,15 +29,32 @@ fn grants(entries: &[String]) -> SandboxSettings {
     sandbox
 }
 
-/// One `process` call of `http-sink` posting to `url`.
+/// One `process` call of the Rust `http-sink` posting to `url`.
 fn post_batch(
     sandbox: SandboxSettings,
     url: &str,
     timeout_ms: u64,
     deadline: Duration,
 ) -> CallOutcome<CheckpointDirective> {
+    post_batch_with(
+        &plugin_path("http_sink"),
+        sandbox,
+        url,
+        timeout_ms,
+        deadline,
+    )
+}
+
+/// One `process` call of the `http-sink` component at `path` posting to `url`.
+fn post_batch_with(
+    path: &Path,
+    sandbox: SandboxSettings,
+    url: &str,
+    timeout_ms: u64,
+    deadline: Duration,
+) -> CallOutcome<CheckpointDirective> {
     let engine = engine();
-    let plugin = load(&engine, "http_sink");
+    let plugin = Arc::new(engine.load_file(path, 1).expect("plugin loads"));
     let limits = LimitSettings {
         deadline,
         ..test_limits()
@@ -60,48 +79,6 @@ fn refusals() -> Vec<String> {
         .filter(|l| l.target == "shoal::sandbox")
         .map(|l| l.message)
         .collect()
-}
-
-#[test]
-fn a_granted_endpoint_receives_each_batch_with_its_idempotency_key() {
-    let server = HttpServer::start(Mode::Ok);
-    let outcome = post_batch(
-        grants(&[format!("http://{}", server.addr)]),
-        &server.url("/ingest"),
-        5000,
-        Duration::from_secs(10),
-    );
-    assert!(
-        matches!(outcome, CallOutcome::Ok(CheckpointDirective::BatchEnd)),
-        "{outcome:?}"
-    );
-    let received = server.received();
-    assert_eq!(received.len(), 1, "{received:?}");
-    let request = &received[0];
-    assert_eq!(
-        (request.method.as_str(), request.path.as_str()),
-        ("POST", "/ingest")
-    );
-    let key = request
-        .header("idempotency-key")
-        .expect("an idempotency key");
-    assert!(
-        key.ends_with("/shardId-http/00000000000000000001.0-00000000000000000002.0"),
-        "the key names the shard and the batch's first and last positions: {key}"
-    );
-    let body: serde_json::Value = serde_json::from_slice(&request.body).expect("JSON body");
-    let data: Vec<String> = body["records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(r["data_base64"].as_str().expect("data"))
-                .expect("base64");
-            String::from_utf8(bytes).expect("utf-8")
-        })
-        .collect();
-    assert_eq!(data, ["first", "second"]);
 }
 
 #[test]
@@ -234,4 +211,100 @@ fn a_server_error_is_retried_and_a_stalled_server_times_out_within_the_deadline(
         "{:?}",
         started.elapsed()
     );
+}
+
+/// What every language's `http-sink` must do, checked against one component: the batch
+/// document and its idempotency key reach a granted endpoint and end in `batch-end`; an
+/// ungranted endpoint is refused (fatal, "denied") and never reached; a 500 is retried;
+/// a redirect to an ungranted host is refused after the first hop.
+fn keeps_the_http_sink_contract(path: &Path) {
+    let server = HttpServer::start(Mode::Ok);
+    let granted = || grants(&[format!("http://{}", server.addr)]);
+    let deadline = Duration::from_secs(20);
+    let outcome = post_batch_with(path, granted(), &server.url("/ingest"), 5000, deadline);
+    assert!(
+        matches!(outcome, CallOutcome::Ok(CheckpointDirective::BatchEnd)),
+        "granted: {outcome:?}"
+    );
+    let received = server.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let request = &received[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/ingest")
+    );
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert!(
+        request.header("idempotency-key").is_some_and(
+            |k| k.ends_with("/shardId-http/00000000000000000001.0-00000000000000000002.0")
+        ),
+        "{request:?}"
+    );
+    let posted: Vec<(String, String)> = server
+        .accepted_records()
+        .into_iter()
+        .map(|r| (r.position, r.data))
+        .collect();
+    assert_eq!(
+        posted,
+        [
+            ("00000000000000000001.0".to_string(), "first".to_string()),
+            ("00000000000000000002.0".to_string(), "second".to_string())
+        ]
+    );
+
+    let outcome = post_batch_with(
+        path,
+        SandboxSettings::default(),
+        &server.url("/ingest"),
+        5000,
+        deadline,
+    );
+    match outcome {
+        CallOutcome::GuestError(GuestError::Fatal(m)) => assert!(m.contains("denied"), "{m}"),
+        other => panic!("not granted: expected a fatal refusal, got {other:?}"),
+    }
+    assert_eq!(
+        server.received().len(),
+        1,
+        "a refused request reached the server"
+    );
+
+    server.set_mode(Mode::Fail);
+    match post_batch_with(path, granted(), &server.url("/ingest"), 5000, deadline) {
+        CallOutcome::GuestError(GuestError::Retry(m)) => assert!(m.contains("500"), "{m}"),
+        other => panic!("500: expected retry, got {other:?}"),
+    }
+
+    let elsewhere = format!("http://127.0.0.2:{}/elsewhere", server.addr.port());
+    server.set_mode(Mode::Redirect(elsewhere.clone()));
+    match post_batch_with(path, granted(), &server.url("/ingest"), 5000, deadline) {
+        CallOutcome::GuestError(GuestError::Fatal(m)) => {
+            assert!(m.contains(&elsewhere) && m.contains("denied"), "{m}")
+        }
+        other => panic!("redirect: expected a fatal refusal, got {other:?}"),
+    }
+    assert_eq!(
+        server.received().len(),
+        3,
+        "the redirect target was never reached"
+    );
+}
+
+#[test]
+fn the_rust_http_sink_keeps_the_contract() {
+    keeps_the_http_sink_contract(&plugin_path("http_sink"));
+}
+
+#[test]
+fn the_python_http_sink_keeps_the_contract() {
+    keeps_the_http_sink_contract(&crate::conformance::build_component("python", "http-sink"));
+}
+
+#[test]
+fn the_javascript_http_sink_keeps_the_contract() {
+    keeps_the_http_sink_contract(&crate::conformance::build_component(
+        "javascript",
+        "http-sink",
+    ));
 }

@@ -15,6 +15,7 @@ mod fault_proxy;
 mod faults;
 mod hot_swap;
 mod http;
+mod http_sinks;
 mod inspect;
 mod limits;
 mod replay;

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Builds the JavaScript example processor into build/filter.wasm (next to this
-# script). One idempotent command, run from anywhere:
+# Builds the JavaScript example processors into build/ (next to this script):
+# build/filter.wasm (app.js) and build/http-sink.wasm (http-sink.js). One
+# idempotent command, run from anywhere:
 #
 #   examples/processors/javascript/build.sh
 #
 # Needs Node.js 18+ with npm. Installs the pinned build tools from
 # package-lock.json with `npm ci` (skipped while node_modules matches the lock
-# file), then runs `npm run build` (componentize-qjs). Prints the timings; the
-# tools' own output goes to logs in build/ and is shown only when a step fails.
+# file), then runs `npm run build:filter` and `npm run build:http-sink`
+# (componentize-qjs; `npm run build` runs both). Prints the timings; the tools'
+# own output goes to logs in build/ and is shown only when a step fails.
 #
 # Tried with npm 10.9.9 and npm 11.19.1 (Node.js 20.20.2). The lock file must
 # give every package a version and an integrity hash, including the optional
@@ -60,7 +62,13 @@ else
 fi
 
 build_start=$(now)
-step componentize npm run --silent build
+step componentize npm run --silent build:filter
 size=$(wc -c <build/filter.wasm | tr -d ' ')
+echo "built $here/build/filter.wasm ($size bytes): $install, componentize $(elapsed "$build_start") s"
 
-echo "built $here/build/filter.wasm ($size bytes): $install, componentize $(elapsed "$build_start") s, total $(elapsed "$start") s"
+# http-sink imports wasi:http, which componentize-qjs 0.4.5 cannot build directly:
+# build-http-sink.mjs works around it (see its header).
+sink_start=$(now)
+step componentize-http-sink npm run --silent build:http-sink
+size=$(wc -c <build/http-sink.wasm | tr -d ' ')
+echo "built $here/build/http-sink.wasm ($size bytes): componentize $(elapsed "$sink_start") s, total $(elapsed "$start") s"

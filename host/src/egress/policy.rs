@@ -66,26 +66,30 @@ impl EgressGrants {
             .filter(|g| g.scheme == scheme && g.port.covers(port))
             .collect();
         let target = RequestHost::parse(host);
-        let url = format!("{}://{}:{port}", scheme.as_str(), target.shown(host));
-        let suggestion = suggested_http(scheme, &target, host, port);
+        // The words are built only when needed: an allowed request costs no allocation
+        // beyond the candidate list.
+        let url =
+            |target: &RequestHost| format!("{}://{}:{port}", scheme.as_str(), target.shown(host));
         let refusal = |what: &str| {
+            let suggestion = suggested_http(scheme, &target, host, port);
             HttpDecision::Refused(Refusal::new(
                 Protocol::Http,
                 format!(
-                    "HTTP request to {url} refused: {what}; grant it with `{suggestion}` in plugin.sandbox.http"
+                    "HTTP request to {} refused: {what}; grant it with `{suggestion}` in plugin.sandbox.http",
+                    url(&target)
                 ),
             ))
         };
-        match target {
+        match &target {
             RequestHost::Address(ip) => {
-                if candidates.iter().any(|g| g.host.covers_address(ip)) {
+                if candidates.iter().any(|g| g.host.covers_address(*ip)) {
                     HttpDecision::Allowed
                 } else {
                     refusal("no entry grants this address")
                 }
             }
             RequestHost::Name(name) => {
-                if candidates.iter().any(|g| g.host.covers_name(&name)) {
+                if candidates.iter().any(|g| g.host.covers_name(name)) {
                     return HttpDecision::Allowed;
                 }
                 let ranges: Vec<HostPattern> = candidates
@@ -97,7 +101,7 @@ impl EgressGrants {
                     refusal("no entry grants this host")
                 } else {
                     HttpDecision::AllowedIfResolvesInto(AddressCheck {
-                        url: url.clone(),
+                        url: url(&target),
                         ranges,
                     })
                 }
