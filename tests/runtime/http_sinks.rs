@@ -13,6 +13,9 @@ use crate::fixtures::plugin_path;
 use crate::http_server::{HttpServer, Mode, PostedRecord};
 
 const LEASE: Duration = Duration::from_millis(2000);
+/// How long the first records may take: a worker compiles the component on first use
+/// (the Python ones take 15 to 30 s, more while other tests compile theirs).
+const FIRST_RECORDS: Duration = Duration::from_secs(180);
 
 /// A local cluster whose plugin is the `http-sink` at `plugin`, granted exactly the
 /// server's origin.
@@ -73,11 +76,9 @@ fn exactly_once_across_a_sigkill_and_restart(plugin: PathBuf) {
     }
     // Checkpoint rarely, so the kill leaves delivered but uncheckpointed batches behind.
     c.start_with("w1", "checkpoint_interval = \"1h\"");
-    c.wait_for(
-        "the first records at the endpoint",
-        Duration::from_secs(120),
-        |_| (0..2).all(|s| stored_count(&server, s) >= 300),
-    );
+    c.wait_for("the first records at the endpoint", FIRST_RECORDS, |_| {
+        (0..2).all(|s| stored_count(&server, s) >= 300)
+    });
     c.kill("w1");
     for s in 0..2 {
         c.produce(s, 300, 300);
@@ -126,11 +127,9 @@ fn an_endpoint_that_is_down_stalls_the_shards_then_they_drain_losing_nothing() {
         c.produce(s, 0, 200);
     }
     c.start("w1");
-    c.wait_for(
-        "the first records at the endpoint",
-        Duration::from_secs(60),
-        |_| (0..2).all(|s| stored_count(&server, s) >= 200),
-    );
+    c.wait_for("the first records at the endpoint", FIRST_RECORDS, |_| {
+        (0..2).all(|s| stored_count(&server, s) >= 200)
+    });
     server.stop();
     for s in 0..2 {
         c.produce(s, 200, 300);

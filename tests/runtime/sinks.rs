@@ -1,8 +1,10 @@
-//! A processor delivers a stream into a real database over a granted TCP connection:
-//! every record reaches Redis exactly once per sequence number across a SIGKILL and
-//! restart of shoal (at-least-once delivery into an idempotent sink), and a database
-//! that is down for a while stalls the shards, which then drain, losing nothing.
+//! A processor delivers a stream into a real database over a granted TCP connection, in
+//! Rust (`std::net`) and in Python (its `socket` module): every record reaches Redis
+//! exactly once per sequence number across a SIGKILL and restart of shoal (at-least-once
+//! delivery into an idempotent sink), and a database that is down for a while stalls the
+//! shards, which then drain, losing nothing.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cluster::{Cluster, shard_id};
@@ -10,14 +12,15 @@ use crate::fixtures::plugin_path;
 use crate::redis::RedisServer;
 
 const LEASE: Duration = Duration::from_millis(2000);
+/// How long the first records may take: a worker compiles the component on first use
+/// (the Python ones take 15 to 30 s, more while other tests compile theirs).
+const FIRST_RECORDS: Duration = Duration::from_secs(180);
 
-/// A local cluster whose plugin is the Redis sink, granted exactly the server's address.
-fn redis_cluster(redis: &RedisServer, shards: usize) -> Cluster {
+/// A local cluster whose plugin is the Redis sink at `plugin`, granted exactly the
+/// server's address.
+fn redis_cluster(redis: &RedisServer, plugin: &Path, shards: usize) -> Cluster {
     let mut c = Cluster::local(shards, LEASE);
-    c.set_plugin(
-        &plugin_path("redis_sink"),
-        &format!("address = \"{}\"", redis.address()),
-    );
+    c.set_plugin(plugin, &format!("address = \"{}\"", redis.address()));
     c.set_sandbox(&format!("tcp = [\"{}\"]", redis.address()));
     c
 }
@@ -51,20 +54,41 @@ fn assert_exactly_once_in_order(redis: &RedisServer, shards: usize, per_shard: u
     }
 }
 
+fn python_redis_sink() -> PathBuf {
+    crate::conformance::build_component("python", "redis-sink")
+}
+
 #[test]
-fn records_reach_redis_exactly_once_across_a_sigkill_and_restart() {
+fn rust_records_reach_redis_exactly_once_across_a_sigkill_and_restart() {
+    exactly_once_across_a_sigkill_and_restart(&plugin_path("redis_sink"));
+}
+
+#[test]
+fn python_records_reach_redis_exactly_once_across_a_sigkill_and_restart() {
+    exactly_once_across_a_sigkill_and_restart(&python_redis_sink());
+}
+
+#[test]
+fn rust_a_database_that_is_down_stalls_the_shards_then_they_drain_losing_nothing() {
+    down_then_back(&plugin_path("redis_sink"));
+}
+
+#[test]
+fn python_a_database_that_is_down_stalls_the_shards_then_they_drain_losing_nothing() {
+    down_then_back(&python_redis_sink());
+}
+
+fn exactly_once_across_a_sigkill_and_restart(plugin: &Path) {
     let redis = RedisServer::start();
-    let mut c = redis_cluster(&redis, 2);
+    let mut c = redis_cluster(&redis, plugin, 2);
     for s in 0..2 {
         c.produce(s, 0, 500);
     }
     // Checkpoint rarely, so the kill leaves delivered but uncheckpointed batches behind.
     c.start_with("w1", "checkpoint_interval = \"1h\"");
-    c.wait_for(
-        "the first records in redis",
-        Duration::from_secs(60),
-        |_| (0..2).all(|s| delivered(&redis, s).len() >= 500),
-    );
+    c.wait_for("the first records in redis", FIRST_RECORDS, |_| {
+        (0..2).all(|s| delivered(&redis, s).len() >= 500)
+    });
     c.kill("w1");
     for s in 0..2 {
         c.produce(s, 500, 500);
@@ -82,19 +106,16 @@ fn records_reach_redis_exactly_once_across_a_sigkill_and_restart() {
     );
 }
 
-#[test]
-fn a_database_that_is_down_stalls_the_shards_then_they_drain_losing_nothing() {
+fn down_then_back(plugin: &Path) {
     let mut redis = RedisServer::start();
-    let mut c = redis_cluster(&redis, 2);
+    let mut c = redis_cluster(&redis, plugin, 2);
     for s in 0..2 {
         c.produce(s, 0, 200);
     }
     c.start("w1");
-    c.wait_for(
-        "the first records in redis",
-        Duration::from_secs(60),
-        |_| (0..2).all(|s| delivered(&redis, s).len() >= 200),
-    );
+    c.wait_for("the first records in redis", FIRST_RECORDS, |_| {
+        (0..2).all(|s| delivered(&redis, s).len() >= 200)
+    });
     redis.stop();
     for s in 0..2 {
         c.produce(s, 200, 300);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the Python example processors into examples/processors/python/build/: filter.wasm
-# (app.py, world `processor`) and http-sink.wasm (http_sink.py, world `http-processor`).
+# (app.py, world `processor`), http-sink.wasm (http_sink.py, world `http-processor`) and
+# redis-sink.wasm (redis_sink.py, world `processor`).
 #
 # Idempotent and runnable from anywhere. On first use it creates a private virtualenv at
 # <repo>/target/toolchains/python and installs componentize-py into it from PyPI; later runs
@@ -93,3 +94,4 @@ PY
 mkdir -p "$here/build"
 build_component filter app processor
 build_component http-sink http_sink http-processor
+build_component redis-sink redis_sink processor
