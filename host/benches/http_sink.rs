@@ -18,6 +18,10 @@
 //!
 //! `SHOAL_HTTP_SINK_ROUNDS` (default 5) sets the rounds. Prints a Markdown report.
 
+#[path = "support/guest_plugins.rs"]
+mod guest_plugins;
+use guest_plugins::guest_plugin;
+
 #[allow(dead_code)]
 #[path = "support/proc_stats.rs"]
 mod proc_stats;
@@ -58,32 +62,6 @@ fn rounds() -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|&n: &usize| n > 0)
         .unwrap_or(5)
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-fn http_sink_wasm() -> PathBuf {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(repo_root().join("plugins/Cargo.toml"))
-        .status()
-        .expect("run cargo for the plugins");
-    assert!(status.success(), "building the guest plugins failed");
-    let path = repo_root().join("plugins/target/wasm32-wasip2/release/http_sink.wasm");
-    assert!(path.is_file(), "missing {}", path.display());
-    path
 }
 
 // ---------------------------------------------------------------------------------------
@@ -669,7 +647,7 @@ fn cpu_model() -> String {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     let started = Instant::now();
-    let wasm = http_sink_wasm();
+    let wasm = guest_plugin("http_sink");
     let cache = tempfile::tempdir().expect("cache dir");
     let engine = engine(cache.path());
     let server = LocalServer::start(SERVER_THREADS);

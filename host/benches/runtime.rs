@@ -11,7 +11,7 @@
 //! Prints a Markdown report to stdout.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,33 +22,11 @@ use shoal::plugin::reload::{ReloadOptions, spawn_reloader};
 use shoal::plugin::{CallOutcome, InstanceConfig, PluginEngine, ProcessorInstance};
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/guest_plugins.rs"]
+mod guest_plugins;
+use guest_plugins::guest_plugin;
+
 const ROUNDS: usize = 5;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-fn checksum_wasm() -> PathBuf {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(repo_root().join("plugins/Cargo.toml"))
-        .status()
-        .expect("run cargo for the plugins");
-    assert!(status.success(), "building the guest plugins failed");
-    let path = repo_root().join("plugins/target/wasm32-wasip2/release/checksum.wasm");
-    assert!(path.is_file(), "missing {}", path.display());
-    path
-}
 
 fn engine(pooling: bool, cache: &Path) -> PluginEngine {
     PluginEngine::new(&EngineSettings {
@@ -279,7 +257,7 @@ fn hot_swap(cache: &Path, wasm: &Path) {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    let wasm = checksum_wasm();
+    let wasm = guest_plugin("checksum");
     let cache = tempfile::tempdir().expect("cache dir");
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
