@@ -1,5 +1,6 @@
 //! A processor delivers a stream into a real database over a granted TCP connection, in
-//! Rust (`std::net`) and in Python (its `socket` module): every record reaches Redis
+//! Rust (`std::net`), Python (its `socket` module) and JavaScript (`wasi:sockets`
+//! directly): every record reaches Redis
 //! exactly once per sequence number across a SIGKILL and restart of shoal (at-least-once
 //! delivery into an idempotent sink), and a database that is down for a while stalls the
 //! shards, which then drain, losing nothing.
@@ -66,6 +67,22 @@ fn rust_records_reach_redis_exactly_once_across_a_sigkill_and_restart() {
 #[test]
 fn python_records_reach_redis_exactly_once_across_a_sigkill_and_restart() {
     exactly_once_across_a_sigkill_and_restart(&python_redis_sink());
+}
+
+#[test]
+fn javascript_records_reach_redis_exactly_once_across_a_sigkill_and_restart() {
+    exactly_once_across_a_sigkill_and_restart(&crate::conformance::build_component(
+        "javascript",
+        "redis-sink",
+    ));
+}
+
+#[test]
+fn javascript_a_database_that_is_down_stalls_the_shards_then_they_drain_losing_nothing() {
+    down_then_back(&crate::conformance::build_component(
+        "javascript",
+        "redis-sink",
+    ));
 }
 
 #[test]

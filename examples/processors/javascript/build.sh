@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds the JavaScript example processors into build/ (next to this script):
-# build/filter.wasm (app.js) and build/http-sink.wasm (http-sink.js). One
-# idempotent command, run from anywhere:
+# build/filter.wasm (app.js), build/http-sink.wasm (http-sink.js) and
+# build/redis-sink.wasm (redis-sink.js). One idempotent command, run from anywhere:
 #
 #   examples/processors/javascript/build.sh
 #
 # Needs Node.js 18+ with npm. Installs the pinned build tools from
 # package-lock.json with `npm ci` (skipped while node_modules matches the lock
-# file), then runs `npm run build:filter` and `npm run build:http-sink`
-# (componentize-qjs; `npm run build` runs both). Prints the timings; the tools'
+# file), then runs `npm run build:filter`, `npm run build:http-sink` and
+# `npm run build:redis-sink` (componentize-qjs; `npm run build` runs all three). Prints the timings; the tools'
 # own output goes to logs in build/ and is shown only when a step fails.
 #
 # Tried with npm 10.9.9 and npm 11.19.1 (Node.js 20.20.2). The lock file must
@@ -71,4 +71,11 @@ echo "built $here/build/filter.wasm ($size bytes): $install, componentize $(elap
 sink_start=$(now)
 step componentize-http-sink npm run --silent build:http-sink
 size=$(wc -c <build/http-sink.wasm | tr -d ' ')
-echo "built $here/build/http-sink.wasm ($size bytes): componentize $(elapsed "$sink_start") s, total $(elapsed "$start") s"
+echo "built $here/build/http-sink.wasm ($size bytes): componentize $(elapsed "$sink_start") s"
+
+# redis-sink imports wasi:sockets, which componentize-qjs builds directly (its build-time
+# wasmtime links all of WASI 0.2, sockets included).
+redis_start=$(now)
+step componentize-redis-sink npm run --silent build:redis-sink
+size=$(wc -c <build/redis-sink.wasm | tr -d ' ')
+echo "built $here/build/redis-sink.wasm ($size bytes): componentize $(elapsed "$redis_start") s, total $(elapsed "$start") s"
