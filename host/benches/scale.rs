@@ -10,17 +10,14 @@
 #[path = "support/proc_stats.rs"]
 mod proc_stats;
 
+#[path = "support/guest_plugins.rs"]
+mod guest_plugins;
+use guest_plugins::guest_plugin;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -62,19 +59,7 @@ fn progress_records(path: &Path) -> u64 {
 fn main() {
     let shards = env_or("SHOAL_SCALE_SHARDS", 1000);
     let per_shard = env_or("SHOAL_SCALE_RECORDS", 200);
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(repo_root().join("plugins/Cargo.toml"))
-        .status()
-        .expect("build plugins");
-    assert!(status.success());
+    let checksum = guest_plugin("checksum");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("stream")).expect("mkdir");
     let payload = "x".repeat(180);
@@ -117,9 +102,7 @@ path = "{plugin}"
 memory = "16MiB"
 "#,
             slots = shards + 64,
-            plugin = repo_root()
-                .join("plugins/target/wasm32-wasip2/release/checksum.wasm")
-                .display()
+            plugin = checksum.display()
         ),
     )
     .expect("config");
