@@ -18,6 +18,10 @@
 //!
 //! `SHOAL_HTTP_SINK_ROUNDS` (default 5) sets the rounds. Prints a Markdown report.
 
+#[path = "support/batches.rs"]
+mod batches;
+use batches::make_batch;
+
 #[path = "support/guest_plugins.rs"]
 mod guest_plugins;
 use guest_plugins::guest_plugin;
@@ -360,22 +364,6 @@ async fn send(server: SocketAddr, body: Vec<u8>, key: String) -> Result<u16, Str
 
 // ---------------------------------------------------------------------------------------
 // Measurement.
-
-fn make_batch(records: usize, size: usize) -> Batch {
-    Batch {
-        records: (0..records)
-            .map(|i| KinesisRecord {
-                partition_key: format!("pk-{}", i % 64),
-                sequence_number: format!("{:056}", 49_000_000 + i),
-                sub_sequence_number: 0,
-                approximate_arrival_ms: 1_700_000_000_000,
-                explicit_hash_key: None,
-                data: (0..size).map(|j| (i + j) as u8).collect(),
-            })
-            .collect(),
-        millis_behind_latest: 0,
-    }
-}
 
 /// One variant's run: `posts` calls of `post`.
 #[derive(Debug, Clone, Copy)]

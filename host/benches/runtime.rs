@@ -17,10 +17,14 @@ use std::time::{Duration, Instant};
 
 use shoal::config::{EngineSettings, FailurePolicy, LimitSettings, SandboxSettings};
 use shoal::delivery::{OnPoison, ShardProcessor};
-use shoal::plugin::bindings::{Batch, KinesisRecord, ShardInfo};
+use shoal::plugin::bindings::{Batch, ShardInfo};
 use shoal::plugin::reload::{ReloadOptions, spawn_reloader};
 use shoal::plugin::{CallOutcome, InstanceConfig, PluginEngine, ProcessorInstance};
 use tokio_util::sync::CancellationToken;
+
+#[path = "support/batches.rs"]
+mod batches;
+use batches::make_batch;
 
 #[path = "support/guest_plugins.rs"]
 mod guest_plugins;
@@ -50,22 +54,6 @@ fn config() -> InstanceConfig {
             memory_bytes: 256 << 20,
             deadline: Duration::from_secs(60),
         },
-    }
-}
-
-fn make_batch(records: usize, size: usize) -> Batch {
-    Batch {
-        records: (0..records)
-            .map(|i| KinesisRecord {
-                partition_key: format!("pk-{}", i % 64),
-                sequence_number: format!("{:056}", 49_000_000 + i),
-                sub_sequence_number: 0,
-                approximate_arrival_ms: 1_700_000_000_000,
-                explicit_hash_key: None,
-                data: (0..size).map(|j| (i + j) as u8).collect(),
-            })
-            .collect(),
-        millis_behind_latest: 0,
     }
 }
 
