@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "engine")]
 use crate::plugin::bindings::KinesisRecord;
 
 /// One line as written by `archive` (and, with `dead_letter` set, by the dead-letter
@@ -32,6 +33,7 @@ pub struct ArchiveLine<'a> {
     pub dead_letter: Option<&'a serde_json::Value>,
 }
 
+#[cfg(feature = "engine")]
 impl<'a> ArchiveLine<'a> {
     /// The line for one record of one shard.
     pub fn new(shard_id: &'a str, record: &'a KinesisRecord) -> Self {
@@ -83,19 +85,26 @@ impl InputLine {
         }
     }
 
+    /// The record's data, taken out of the line: `data_base64` decoded, or the bytes of
+    /// `data`.
+    pub fn take_data(&mut self) -> Result<Vec<u8>, String> {
+        match (self.data_base64.take(), self.data.take()) {
+            (Some(b64), _) => BASE64
+                .decode(b64.trim())
+                .map_err(|e| format!("`data_base64` is not valid base64: {e}")),
+            (None, Some(text)) => Ok(text.into_bytes()),
+            (None, None) => Err("has neither `data_base64` nor `data`".into()),
+        }
+    }
+
     /// Into a record, filling defaults.
+    #[cfg(feature = "engine")]
     pub fn into_record(
-        self,
+        mut self,
         default_sequence: String,
         now_ms: i64,
     ) -> Result<KinesisRecord, String> {
-        let data = match (self.data_base64, self.data) {
-            (Some(b64), _) => BASE64
-                .decode(b64.trim())
-                .map_err(|e| format!("`data_base64` is not valid base64: {e}"))?,
-            (None, Some(text)) => text.into_bytes(),
-            (None, None) => return Err("has neither `data_base64` nor `data`".into()),
-        };
+        let data = self.take_data()?;
         Ok(KinesisRecord {
             partition_key: self.partition_key,
             sequence_number: self.sequence_number.unwrap_or(default_sequence),
@@ -107,7 +116,7 @@ impl InputLine {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "engine"))]
 mod tests {
     use super::*;
 

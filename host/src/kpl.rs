@@ -21,7 +21,9 @@
 
 use md5::{Digest, Md5};
 
+#[cfg(feature = "engine")]
 use crate::plugin::bindings::KinesisRecord;
+#[cfg(feature = "engine")]
 use crate::source::SourceRecord;
 
 /// The four bytes every KPL aggregate starts with.
@@ -53,6 +55,7 @@ pub enum AggregateError {
     Protobuf(&'static str),
 }
 
+#[cfg(feature = "engine")]
 /// Expand one source record into the records a processor sees, appending to `out`.
 pub fn deaggregate_into(record: SourceRecord, shard: &str, out: &mut Vec<KinesisRecord>) {
     if !is_aggregate(&record.data) {
@@ -83,6 +86,7 @@ pub fn deaggregate_into(record: SourceRecord, shard: &str, out: &mut Vec<Kinesis
     }
 }
 
+#[cfg(feature = "engine")]
 fn plain(record: SourceRecord) -> KinesisRecord {
     KinesisRecord {
         partition_key: record.partition_key,
@@ -304,7 +308,7 @@ mod fuzz_found {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "engine"))]
 mod tests {
     use super::*;
 

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use shoal::archive_format::InputLine;
 
 fuzz_target!(|line: &str| {
-    if let Ok(parsed) = InputLine::parse(line) {
-        let _ = parsed.into_record("00000000000000000001".to_string(), 0);
+    if let Ok(mut parsed) = InputLine::parse(line) {
+        let _ = parsed.take_data();
     }
 });
