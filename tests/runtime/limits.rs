@@ -175,6 +175,64 @@ fn compiled_plugins_are_cached_and_a_bad_cache_entry_is_recompiled() {
     }
 }
 
+/// Compiled code is loaded only from what this user alone can have written: a
+/// group-writable cache directory disables the cache (it is not chmod'ed), and a
+/// group-writable entry is compiled afresh instead of loaded.
+#[cfg(unix)]
+#[test]
+fn a_cache_others_can_write_to_is_never_loaded_from() {
+    use std::os::unix::fs::PermissionsExt;
+    let set_mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let path = plugin_path("checksum");
+
+    let shared = tempfile::tempdir().expect("tempdir");
+    set_mode(shared.path(), 0o770);
+    let engine = engine_with(|s| s.cache_dir = Some(shared.path().to_path_buf()));
+    for generation in 1..=2 {
+        let plugin = engine.load_file(&path, generation).expect("loads");
+        assert_eq!(plugin.source(), ArtifactSource::Compiled);
+    }
+    let mode = std::fs::metadata(shared.path())
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o770,
+        "left as the operator set it, not chmod'ed"
+    );
+    assert_eq!(
+        std::fs::read_dir(shared.path()).expect("dir").count(),
+        0,
+        "nothing written"
+    );
+
+    let private = tempfile::tempdir().expect("tempdir");
+    let engine = engine_with(|s| s.cache_dir = Some(private.path().to_path_buf()));
+    assert_eq!(
+        engine.load_file(&path, 1).expect("loads").source(),
+        ArtifactSource::Compiled
+    );
+    assert_eq!(
+        engine.load_file(&path, 2).expect("loads").source(),
+        ArtifactSource::Cached
+    );
+    for entry in std::fs::read_dir(private.path()).expect("dir") {
+        set_mode(&entry.expect("entry").path(), 0o666);
+    }
+    assert_eq!(
+        engine.load_file(&path, 3).expect("loads").source(),
+        ArtifactSource::Compiled,
+        "a world-writable entry is not deserialized"
+    );
+    assert_eq!(
+        engine.load_file(&path, 4).expect("loads").source(),
+        ArtifactSource::Cached
+    );
+}
+
 #[test]
 fn files_that_are_not_processor_components_are_rejected_with_the_reason() {
     let engine = engine();

@@ -2,10 +2,11 @@
 //! so a restart (or a hot swap back to a known file) does not recompile.
 //!
 //! `Component::deserialize` trusts its input (it is native code), so the cache only ever
-//! loads files shoal itself wrote: the directory is created 0700 and must be owned by
-//! this user and not writable by others, names carry the content hash plus wasmtime's
-//! own compatibility fingerprint, and any file that fails to load is compiled afresh and
-//! rewritten.
+//! loads files this user wrote: the directory is created 0700, and a directory or entry
+//! owned by someone else or writable by group or others is refused with a warning (never
+//! silently chmod'ed: someone else may already have written into it). Names carry the
+//! content hash plus wasmtime's own compatibility fingerprint, and any file that fails
+//! to load is compiled afresh and rewritten.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -37,7 +38,7 @@ impl ArtifactCache {
         use anyhow::Context;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+            use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -45,21 +46,20 @@ impl ArtifactCache {
                 .with_context(|| {
                     format!("cannot create plugin cache directory {}", dir.display())
                 })?;
-            let meta = std::fs::metadata(dir)
+            let meta = std::fs::symlink_metadata(dir)
                 .with_context(|| format!("cannot stat plugin cache directory {}", dir.display()))?;
-            let uid = current_uid();
-            if meta.uid() != uid {
+            if !meta.is_dir() {
                 anyhow::bail!(
-                    "plugin cache directory {} is owned by uid {}, not by this user ({uid}): refusing to load compiled code from it",
-                    dir.display(),
-                    meta.uid()
+                    "plugin cache directory {} is not a directory (a symlink or file): refusing to load compiled code from it",
+                    dir.display()
                 );
             }
-            // Our own directory: make it private whatever mode it was created with.
-            if meta.mode() & 0o077 != 0 {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .with_context(|| format!("cannot set mode 0700 on {}", dir.display()))?;
-            }
+            trusted(dir, &meta).map_err(|why| {
+                anyhow::anyhow!(
+                    "plugin cache directory {} {why}: refusing to load compiled code from it (fix its owner or run `chmod 700` on it, or set another engine.cache_dir)",
+                    dir.display()
+                )
+            })?;
         }
         #[cfg(not(unix))]
         std::fs::create_dir_all(dir)
@@ -90,7 +90,7 @@ impl ArtifactCache {
         let entry = self.entry(engine, digest);
         // Read into memory rather than `deserialize_file`, which maps the file: a mapped
         // file truncated by anyone while in use would kill the host with SIGBUS.
-        if let Ok(artifact) = std::fs::read(&entry) {
+        if let Some(artifact) = self.read_trusted(&entry) {
             // SAFETY: the bytes come from a directory only this user can write, under a
             // name derived from the wasm content hash and this engine's compatibility
             // hash, written by `store` below from `Component::serialize`. Wasmtime also
@@ -108,6 +108,28 @@ impl ArtifactCache {
             tracing::warn!(artifact = %entry.display(), "cannot write plugin cache entry: {e:#}");
         }
         Ok((component, ArtifactSource::Compiled))
+    }
+
+    /// The entry's bytes, if it exists and only this user can have written it.
+    fn read_trusted(&self, entry: &Path) -> Option<Vec<u8>> {
+        #[cfg(unix)]
+        {
+            let meta = std::fs::symlink_metadata(entry).ok()?;
+            if let Err(why) = trusted(entry, &meta).and_then(|()| {
+                if meta.is_file() {
+                    Ok(())
+                } else {
+                    Err("is not a regular file".into())
+                }
+            }) {
+                tracing::warn!(
+                    artifact = %entry.display(),
+                    "not loading a cached plugin artifact that {why}; compiling instead"
+                );
+                return None;
+            }
+        }
+        std::fs::read(entry).ok()
     }
 
     fn store(&self, entry: &Path, component: &Component) -> anyhow::Result<()> {
@@ -128,11 +150,11 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
             std::process::id(),
             fastrand::u64(..)
         ));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
             Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -140,13 +162,33 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     }
 }
 
+/// Whether a cache path's metadata says only this user can have written it: owned by
+/// this user, not writable by group or others. `Err` says why not.
+#[cfg(unix)]
+fn trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let _ = path;
+    let uid = current_uid().ok_or("cannot be checked (this process's uid is unknown)")?;
+    if meta.uid() != uid {
+        return Err(format!(
+            "is owned by uid {}, not by this user ({uid})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "is writable by group or others (mode {:o})",
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
 /// The uid this process runs as (the owner of `/proc/self`; avoids a libc dependency).
 #[cfg(unix)]
-fn current_uid() -> u32 {
+fn current_uid() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0)
+    std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
 }
 
 /// Hex SHA-256 of the wasm bytes: the plugin's content identity.
