@@ -1,13 +1,35 @@
 //! Shared AWS plumbing: SDK config from the default chain with optional region and
 //! endpoint overrides, and classification of SDK errors into retry decisions.
 
+use std::time::Duration;
+
 use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-/// SDK config: credentials and region from the default chain, with overrides.
+/// Longest one HTTP attempt of any AWS call may take (a GetRecords of 10 MB included).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one AWS call may take, its retries included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a TCP + TLS connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Timeouts on every Kinesis and DynamoDB call, so a hung call cannot hold a fetch loop
+/// or the lease coordinator (the SDK sets none by default). Lease renewals and
+/// checkpoints are bounded tighter still, by the holder's self-fence deadline.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
+/// SDK config: credentials and region from the default chain, with overrides, and
+/// [`timeouts`].
 pub async fn sdk_config(region: Option<&str>, endpoint: Option<&str>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts());
     if let Some(region) = region {
         loader = loader.region(aws_config::Region::new(region.to_string()));
     }
@@ -22,11 +44,11 @@ pub async fn sdk_config(region: Option<&str>, endpoint: Option<&str>) -> aws_con
 pub enum ErrorClass {
     /// Throttled (including KMS throttling): back off.
     Throttled,
-    /// 5xx, timeouts, dropped connections, KMS availability: back off and retry.
+    /// 5xx, timeouts, dropped connections: back off and retry.
     Transient,
     /// A service error with this code that the caller may handle specifically.
     Service(String),
-    /// Construction or other non-retryable failures.
+    /// Construction failures, KMS key problems and other failures no retry fixes.
     Fatal,
 }
 
@@ -65,13 +87,17 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                     "InternalFailureException"
                     | "InternalServerError"
                     | "ServiceUnavailable"
-                    | "ServiceUnavailableException"
-                    | "KMSDisabledException"
+                    | "ServiceUnavailableException",
+                ) => ErrorClass::Transient,
+                // The stream's KMS key is disabled, missing, pending deletion or not
+                // ours to use: no retry fixes that, an operator must.
+                Some(
+                    "KMSDisabledException"
                     | "KMSInvalidStateException"
                     | "KMSNotFoundException"
                     | "KMSOptInRequired"
                     | "KMSAccessDeniedException",
-                ) => ErrorClass::Transient,
+                ) => ErrorClass::Fatal,
                 Some(code) if status < 500 => ErrorClass::Service(code.to_string()),
                 _ if status >= 500 => ErrorClass::Transient,
                 _ => ErrorClass::Fatal,
