@@ -1,27 +1,41 @@
-//! The lease coordinator: renews the leases this worker holds, takes expired and released
-//! ones, and balances by asking the most loaded worker to hand one lease over (stealing it
-//! only if that owner ignores the request for `lease_duration`; if the lease changes hands
-//! meanwhile the request lapses), one tick every `lease_duration / 3`.
+//! The lease coordinator: takes expired and released leases and balances by asking the
+//! most loaded worker to hand one over, one tick every `lease_duration / 3`; each held
+//! lease renews itself on its own task and fences itself when renewals stop succeeding.
 //!
-//! # Why no two workers ever process-and-checkpoint one shard at once
+//! # Who may process a shard when (the lease argument)
 //!
-//! 1. *Checkpoints are fenced.* Every write a holder makes (renew, checkpoint, release) is
+//! Notation: `L` = `lease_duration` (default 10 s), `T` = `L / 3` (3.3 s, the renewal and
+//! take period), `M` = `L / 5` (2 s, the self-fence margin). Every clock below is the
+//! local monotonic clock of the worker that reads it; no two machines' clocks are ever
+//! compared, so only clock *rate* drift matters (parts per million against seconds).
+//!
+//! 1. *Writes are fenced.* Every write a holder makes (renew, checkpoint, release) is
 //!    conditional on `leaseOwner` = itself and `leaseCounter` = the value it last wrote,
 //!    and every write by anyone bumps the counter. A take is conditional on the counter
-//!    the taker observed. So after worker B takes a lease from A, every later write by A
+//!    the taker observed. Once worker B has taken a lease from A, every later write by A
 //!    fails: A can never checkpoint over B.
-//! 2. *Processing stops before a peer may take over.* B takes a lease held by A only
-//!    after B's own clock has seen its counter unchanged for a whole `lease_duration`
-//!    (never by comparing wall clocks across machines). A renews every
-//!    `lease_duration / 3`, and stops its shard worker (without checkpointing) as soon
-//!    as a renewal is refused, or when `lease_duration` has passed since the start of its
-//!    last successful renewal. Since B's observation window began no earlier than that
-//!    renewal, A has stopped by the time B takes the lease (up to clock *rate* drift,
-//!    which is negligible against seconds). A graceful hand-off (release) is safe by
-//!    construction: A releases only after it has finished and checkpointed.
-//! 3. What can repeat is bounded: a guest call already in flight when A stops (it is
-//!    not interrupted, but its result is never checkpointed), so B re-delivers at most
-//!    the batches after A's last checkpoint. Delivery is at least once.
+//! 2. *A holder fences itself.* A renews each lease every `T` on a task of its own (never
+//!    queued behind the Scan, takes, balancing or guest calls). Let `r` be the moment A
+//!    *sent* its last successful renewal (or take). From `r + L - M` on (8 s at the
+//!    defaults) A starts no guest call for the shard, writes no checkpoint for it, and
+//!    interrupts a guest call still in flight, as when a renewal is refused — whatever
+//!    DynamoDB is doing: a renewal still unanswered at that moment is abandoned. Every AWS
+//!    call also has an attempt and an operation timeout (see `crate::aws`).
+//! 3. *A taker waits out the previous holder.* B takes a lease owned by A only when its
+//!    own clock has seen the counter unchanged for `L` (expired), or to steal it after
+//!    an ignored hand-off request. Either way B starts processing only at `o + L`, where
+//!    `o` is when B first saw the counter value it took against. That value was written
+//!    by A's last successful renewal, sent at `r <= o`, so A fenced itself at
+//!    `r + L - M < o + L`: by the time B processes, A has stopped, with `M` to spare for
+//!    interrupting A's guest call (an epoch tick, 10 ms) and scheduling. A released lease
+//!    (graceful hand-off, shutdown, shard end) has no owner: A released only after its
+//!    last checkpoint, so B starts at once.
+//! 4. *What can repeat is bounded*: the batch in flight when A stopped (interrupted, never
+//!    checkpointed), so B re-delivers at most the records after A's last checkpoint.
+//!    Delivery is at least once; no two workers process one shard at overlapping times.
+//!
+//! Config validation keeps the numbers meaningful: `L` of at least 1 s (so `M` is at
+//! least 200 ms, twenty epoch ticks).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -41,18 +55,37 @@ pub struct CoordinatorSettings {
     pub lease_duration: Duration,
     /// Most leases this worker holds (`None`: no limit).
     pub max_leases: Option<usize>,
+    /// How long a requested hand-off may take before the lease is stolen instead: long
+    /// enough for the owner to finish a batch (`lease_duration` + the guest deadline).
+    pub handoff_wait: Duration,
 }
 
 impl CoordinatorSettings {
+    /// Settings whose hand-off wait is one lease duration (for a guest deadline of 0).
+    pub fn new(worker_id: impl Into<String>, lease_duration: Duration) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            lease_duration,
+            max_leases: None,
+            handoff_wait: lease_duration,
+        }
+    }
+
     /// Renewal (and take/steal) period: a third of the lease duration.
     pub fn tick(&self) -> Duration {
         self.lease_duration / 3
     }
+
+    /// How long after its last successful renewal was sent a holder keeps processing:
+    /// the lease duration minus the self-fence margin (a fifth of it).
+    pub fn fence_after(&self) -> Duration {
+        self.lease_duration - self.lease_duration / 5
+    }
 }
 
-/// A lease this worker holds, shared by the coordinator (renewals) and the shard worker
-/// (checkpoints). Both write through it, serialised by the mutex, so each write carries
-/// the counter the previous one produced.
+/// A lease this worker holds, shared by its keep-alive task (renewals, self-fencing) and
+/// the shard worker (checkpoints). Both write through it, serialised by the mutex, so
+/// each write carries the counter the previous one produced.
 #[derive(Debug)]
 pub struct HeldLease {
     key: String,
@@ -62,16 +95,34 @@ pub struct HeldLease {
     handoff: CancellationToken,
     /// When the last successful renewal (or take) was *sent*.
     renewed_at: Mutex<Instant>,
+    /// Processing stops this long after `renewed_at`.
+    fence_after: Duration,
+    /// The previous holder must have fenced itself by then: no processing before.
+    start_after: Instant,
+    /// Given up by this worker (released), as opposed to lost or fenced.
+    released: std::sync::atomic::AtomicBool,
+}
+
+/// Why a held lease stopped being usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// A renewal or checkpoint was refused: another worker took it, or it was deleted.
+    Refused,
+    /// No renewal succeeded for `fence_after`.
+    Fenced,
 }
 
 impl HeldLease {
-    fn new(lease: Lease, sent_at: Instant) -> Self {
+    fn new(lease: Lease, sent_at: Instant, fence_after: Duration, start_after: Instant) -> Self {
         Self {
             key: lease.key.clone(),
             lease: tokio::sync::Mutex::new(lease),
             lost: CancellationToken::new(),
             handoff: CancellationToken::new(),
             renewed_at: Mutex::new(sent_at),
+            fence_after,
+            start_after,
+            released: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -80,7 +131,7 @@ impl HeldLease {
         &self.key
     }
 
-    /// Cancelled the moment the lease is lost: stop at once, do not checkpoint.
+    /// Cancelled the moment the lease is lost (or fenced): stop at once, do not checkpoint.
     pub fn lost(&self) -> &CancellationToken {
         &self.lost
     }
@@ -91,24 +142,76 @@ impl HeldLease {
         &self.handoff
     }
 
+    /// When processing may begin: the previous holder has fenced itself by then.
+    pub fn start_after(&self) -> Instant {
+        self.start_after
+    }
+
+    /// The moment this worker stops processing unless a renewal succeeds first.
+    pub fn fence_deadline(&self) -> Instant {
+        *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) + self.fence_after
+    }
+
+    /// Whether a guest call may start (or a checkpoint be written) now: the lease is
+    /// not lost and its last successful renewal is recent enough. Past the fence
+    /// deadline this also marks the lease lost, so everything waiting on it stops.
+    pub fn may_process(&self) -> bool {
+        if self.lost.is_cancelled() {
+            return false;
+        }
+        if Instant::now() >= self.fence_deadline() {
+            self.fence();
+            return false;
+        }
+        true
+    }
+
+    fn fence(&self) {
+        if !self.lost.is_cancelled() {
+            tracing::warn!(
+                lease = %self.key,
+                "no lease renewal succeeded for {:?}: self-fencing (stopping the shard without checkpointing) before a peer may take it",
+                self.fence_after
+            );
+            self.lost.cancel();
+        }
+    }
+
+    /// Given up by this worker (not lost to a peer or fenced).
+    pub fn is_released(&self) -> bool {
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A copy of the lease as last written.
     pub async fn snapshot(&self) -> Lease {
         self.lease.lock().await.clone()
     }
 
-    /// Write a checkpoint, fenced by owner and counter. A conflict marks the lease lost.
+    /// Write a checkpoint, fenced by owner and counter, and only while
+    /// [`may_process`](Self::may_process) holds. A conflict marks the lease lost.
     pub async fn checkpoint(
         &self,
         store: &dyn LeaseStore,
         checkpoint: &Checkpoint,
     ) -> Result<(), LeaseError> {
-        if self.lost.is_cancelled() {
+        if !self.may_process() {
             return Err(LeaseError::Conflict {
                 key: self.key.clone(),
             });
         }
         let mut lease = self.lease.lock().await;
-        match store.checkpoint(&lease, checkpoint).await {
+        let write = store.checkpoint(&lease, checkpoint);
+        let result = match tokio::time::timeout_at(self.fence_deadline(), write).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Unanswered at the fence deadline: this worker may not write any more.
+                self.fence();
+                return Err(LeaseError::Transient(
+                    "checkpoint unanswered at the self-fence deadline".into(),
+                ));
+            }
+        };
+        match result {
             Ok(updated) => {
                 *lease = updated;
                 Ok(())
@@ -125,36 +228,69 @@ impl HeldLease {
     /// Give the lease up (owner removed) so a peer takes it on its next tick.
     pub async fn release(&self, store: &dyn LeaseStore) -> Result<(), LeaseError> {
         let mut lease = self.lease.lock().await;
-        let released = store.release(&lease).await?;
-        *lease = released;
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let released = store.release(&lease).await;
         self.lost.cancel();
+        *lease = released?;
         Ok(())
     }
 
-    async fn renew(
-        &self,
-        store: &dyn LeaseStore,
-        lease_duration: Duration,
-    ) -> Result<(), LeaseError> {
+    /// Renew once, unless the fence deadline passes first.
+    async fn renew(&self, store: &dyn LeaseStore) -> Result<(), Option<Loss>> {
         let sent_at = Instant::now();
         let mut lease = self.lease.lock().await;
-        match store.renew(&lease).await {
-            Ok(updated) => {
+        if self.lost.is_cancelled() {
+            return Err(None);
+        }
+        let result = tokio::time::timeout_at(self.fence_deadline(), store.renew(&lease)).await;
+        match result {
+            Ok(Ok(updated)) => {
                 *lease = updated;
                 *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = sent_at;
                 Ok(())
             }
-            Err(e @ (LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
-                self.lost.cancel();
-                Err(e)
+            Ok(Err(LeaseError::Conflict { .. } | LeaseError::NotFound { .. })) => {
+                Err(Some(Loss::Refused))
             }
-            Err(e) => {
-                let since = *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
-                if since.elapsed() >= lease_duration {
-                    // Peers may consider it expired by now: stop before they take it.
-                    self.lost.cancel();
+            Ok(Err(e)) => {
+                tracing::warn!(lease = %self.key, "lease renewal failed, will retry: {e}");
+                Err(None)
+            }
+            Err(_) => Err(Some(Loss::Fenced)),
+        }
+    }
+
+    /// Renew every `tick` until the lease is lost, released or fenced. A failed renewal
+    /// is retried sooner (a quarter tick); none succeeding until the fence deadline
+    /// fences the lease.
+    async fn keep_alive(self: Arc<Self>, store: Arc<dyn LeaseStore>, tick: Duration) {
+        let mut next = *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) + tick;
+        loop {
+            tokio::select! {
+                _ = self.lost.cancelled() => return,
+                _ = tokio::time::sleep_until(self.fence_deadline()) => {
+                    self.fence();
+                    return;
                 }
-                Err(e)
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            match self.renew(store.as_ref()).await {
+                Ok(()) => {
+                    next = *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) + tick;
+                }
+                Err(Some(Loss::Refused)) => {
+                    if !self.lost.is_cancelled() && !self.is_released() {
+                        tracing::warn!(lease = %self.key, "lease renewal refused (another worker took it); its shard worker stops without checkpointing");
+                    }
+                    self.lost.cancel();
+                    return;
+                }
+                Err(Some(Loss::Fenced)) => {
+                    self.fence();
+                    return;
+                }
+                Err(None) => next = Instant::now() + tick / 4,
             }
         }
     }
@@ -268,11 +404,12 @@ impl LeaseCoordinator {
         Arc::clone(&self.held)
     }
 
-    /// One round: renew held leases, then take and steal toward the balanced target.
+    /// One round: forget lost leases, then take and steal toward the balanced target
+    /// (renewals run on each held lease's own task).
     /// Returns the leases newly acquired (start a shard worker for each).
     pub async fn tick(&mut self) -> Result<(TickSummary, Vec<Arc<HeldLease>>), LeaseError> {
         let mut summary = TickSummary::default();
-        self.renew_all(&mut summary).await;
+        self.prune_lost(&mut summary);
 
         let leases = self.store.list().await?;
         let now = Instant::now();
@@ -354,33 +491,17 @@ impl LeaseCoordinator {
         Ok((summary, acquired))
     }
 
-    /// Renew every held lease concurrently (each on its own task, so one slow write
-    /// does not delay the others past their deadline).
-    async fn renew_all(&mut self, summary: &mut TickSummary) {
-        let duration = self.settings.lease_duration;
-        let mut renewals = tokio::task::JoinSet::new();
-        for h in self.held() {
-            let store = Arc::clone(&self.store);
-            renewals.spawn(async move {
-                let result = h.renew(store.as_ref(), duration).await;
-                (h, result)
-            });
-        }
-        while let Some(joined) = renewals.join_next().await {
-            let Ok((h, result)) = joined else { continue };
-            match result {
-                Ok(()) => {}
-                Err(e) if h.lost().is_cancelled() => {
-                    tracing::warn!(
-                        lease = h.key(),
-                        "lease lost ({e}); its shard worker stops without checkpointing"
-                    );
-                    summary.lost.push(h.key().to_string());
-                    self.forget(h.key());
-                }
-                Err(e) => tracing::warn!(lease = h.key(), "lease renewal failed, will retry: {e}"),
+    /// Drop the leases whose keep-alive task gave them up (renewal refused, or fenced)
+    /// from the registry, reporting them as lost. Released ones are the worker's doing.
+    fn prune_lost(&self, summary: &mut TickSummary) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|key, h| {
+            let gone = h.lost().is_cancelled();
+            if gone && !h.is_released() {
+                summary.lost.push(key.clone());
             }
-        }
+            !gone
+        });
     }
 
     /// Ask the most loaded worker over target for one lease; if an earlier request was
@@ -401,7 +522,7 @@ impl LeaseCoordinator {
         if let Some(pending) = self.pending_handoff.take() {
             match active.iter().find(|l| l.key == pending.key) {
                 Some(lease) if pending.still_asked(lease, &worker) => {
-                    if now.duration_since(pending.asked_at) < self.settings.lease_duration {
+                    if now.duration_since(pending.asked_at) < self.settings.handoff_wait {
                         self.pending_handoff = Some(pending);
                         return; // still waiting for the owner's batch boundary
                     }
@@ -483,13 +604,28 @@ impl LeaseCoordinator {
     async fn take(&mut self, lease: &Lease) -> Result<Arc<HeldLease>, LeaseError> {
         let sent_at = Instant::now();
         let taken = self.store.take(lease, &self.settings.worker_id).await?;
+        // A previous holder may process until it fences itself: wait it out (point 3 of
+        // the argument above). `o`, when this worker first saw the counter it took
+        // against, is the observation's `changed_at`.
+        let start_after = match (&lease.owner, self.observed.get(&lease.key)) {
+            (None, _) => sent_at,
+            (Some(_), Some(o)) => o.changed_at + self.settings.lease_duration,
+            (Some(_), None) => sent_at + self.settings.lease_duration,
+        };
         tracing::info!(
             lease = %taken.key,
             previous_owner = lease.owner.as_deref().unwrap_or("-"),
             checkpoint = %taken.checkpoint,
+            waits_ms = start_after.saturating_duration_since(sent_at).as_millis() as u64,
             "took lease"
         );
-        let held = Arc::new(HeldLease::new(taken, sent_at));
+        let held = Arc::new(HeldLease::new(
+            taken,
+            sent_at,
+            self.settings.fence_after(),
+            start_after,
+        ));
+        tokio::spawn(Arc::clone(&held).keep_alive(Arc::clone(&self.store), self.settings.tick()));
         self.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -560,37 +696,32 @@ fn parents_done(lease: &Lease, finished: &HashMap<&str, bool>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::sqlite::SqliteLeaseStore;
+    use crate::lease::memory::{Fault, MemoryLeaseStore, Operation};
 
     const LEASE: Duration = Duration::from_secs(9);
 
-    async fn store(dir: &std::path::Path) -> Arc<SqliteLeaseStore> {
-        let store = SqliteLeaseStore::open(&dir.join("leases.db"), "app").expect("open");
-        store.prepare().await.expect("prepare");
-        for key in ["shardId-0", "shardId-1"] {
+    async fn store_with(keys: &[&str]) -> Arc<MemoryLeaseStore> {
+        let store = MemoryLeaseStore::new();
+        for key in keys {
             let lease = Lease::new(key, Checkpoint::TrimHorizon);
             assert!(store.create_if_absent(&lease).await.expect("create"));
         }
         Arc::new(store)
     }
 
-    fn coordinator(store: &Arc<SqliteLeaseStore>, worker: &str) -> LeaseCoordinator {
+    fn coordinator(store: &Arc<MemoryLeaseStore>, worker: &str) -> LeaseCoordinator {
         LeaseCoordinator::new(
             Arc::clone(store) as Arc<dyn LeaseStore>,
-            CoordinatorSettings {
-                worker_id: worker.into(),
-                lease_duration: LEASE,
-                max_leases: None,
-            },
+            CoordinatorSettings::new(worker, LEASE),
         )
     }
 
-    async fn get(store: &SqliteLeaseStore, key: &str) -> Lease {
+    async fn get(store: &MemoryLeaseStore, key: &str) -> Lease {
         store.get(key).await.expect("get").expect("lease exists")
     }
 
     /// w1 holds both leases; w3 joins and asks w1 for `shardId-1`.
-    async fn w3_asks_w1(store: &Arc<SqliteLeaseStore>) -> LeaseCoordinator {
+    async fn w3_asks_w1(store: &Arc<MemoryLeaseStore>) -> LeaseCoordinator {
         for key in ["shardId-0", "shardId-1"] {
             store
                 .take(&get(store, key).await, "w1")
@@ -613,8 +744,7 @@ mod tests {
     /// asked, so w3 must not steal the lease from it, however long it waits.
     #[tokio::test(start_paused = true)]
     async fn a_handoff_request_lapses_when_the_lease_changes_hands() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store(dir.path()).await;
+        let store = store_with(&["shardId-0", "shardId-1"]).await;
         let mut w3 = w3_asks_w1(&store).await;
 
         tokio::time::advance(LEASE / 3).await;
@@ -645,8 +775,7 @@ mod tests {
     /// the new one (w1 is still over target) gets a lease duration of its own.
     #[tokio::test(start_paused = true)]
     async fn a_handoff_request_lapses_when_the_asked_owner_takes_the_lease_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store(dir.path()).await;
+        let store = store_with(&["shardId-0", "shardId-1"]).await;
         let mut w3 = w3_asks_w1(&store).await;
 
         let mut again = store
@@ -670,8 +799,7 @@ mod tests {
     /// that does not know hand-offs) loses the lease once a lease duration has passed.
     #[tokio::test(start_paused = true)]
     async fn an_ignored_handoff_request_ends_in_a_steal_after_the_lease_duration() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = store(dir.path()).await;
+        let store = store_with(&["shardId-0", "shardId-1"]).await;
         let mut w3 = w3_asks_w1(&store).await;
 
         let mut stolen_after = None;
@@ -696,5 +824,176 @@ mod tests {
             "stolen on the first tick a lease duration after asking"
         );
         assert_eq!(get(&store, "shardId-1").await.owner.as_deref(), Some("w3"));
+    }
+
+    /// A stolen lease is not processed until the owner it was taken from must have
+    /// fenced itself: a lease duration after w3 first saw the counter it took against
+    /// (w1's last renewal, one tick ago), never at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_stolen_lease_waits_until_its_previous_owner_has_fenced_itself() {
+        let store = store_with(&["shardId-0", "shardId-1"]).await;
+        let mut w3 = w3_asks_w1(&store).await;
+        let mut stolen = None;
+        for _ in 1..=6 {
+            tokio::time::advance(LEASE / 3).await;
+            for key in ["shardId-0", "shardId-1"] {
+                let lease = get(&store, key).await;
+                if lease.owner.as_deref() == Some("w1") {
+                    store.renew(&lease).await.expect("w1 renews");
+                }
+            }
+            let (summary, acquired) = w3.tick().await.expect("tick");
+            if summary.stolen.is_some() {
+                stolen = acquired.into_iter().next();
+                break;
+            }
+        }
+        let stolen = stolen.expect("stolen after the hand-off wait");
+        // w3 first saw w1's newest counter on the tick that stole it.
+        let waits = stolen.start_after().duration_since(Instant::now());
+        assert_eq!(
+            waits, LEASE,
+            "processing starts a lease duration after that renewal was seen"
+        );
+        // w1 fences itself at its renewal + 0.8 L: before w3 may start.
+        assert!(CoordinatorSettings::new("w1", LEASE).fence_after() < waits);
+    }
+
+    /// An expired lease (its owner stopped renewing a lease duration ago) is processed
+    /// at once; an unowned one too.
+    #[tokio::test(start_paused = true)]
+    async fn expired_and_released_leases_are_processed_at_once() {
+        let store = store_with(&["shardId-0", "shardId-1"]).await;
+        store
+            .take(&get(&store, "shardId-0").await, "dead")
+            .await
+            .expect("a worker that then dies");
+        let mut w1 = coordinator(&store, "w1");
+        let (summary, acquired) = w1.tick().await.expect("tick");
+        assert_eq!(
+            summary.taken,
+            vec!["shardId-1".to_string()],
+            "only the unowned one"
+        );
+        assert!(acquired[0].start_after() <= Instant::now());
+        tokio::time::advance(LEASE).await;
+        let (summary, acquired) = w1.tick().await.expect("tick");
+        assert_eq!(summary.taken, vec!["shardId-0".to_string()], "expired now");
+        assert!(acquired[0].start_after() <= Instant::now());
+    }
+
+    /// Renewals that fail (500s, throttling) keep the lease only until the fence
+    /// deadline, 0.8 L after the last successful one was sent: processing stops there,
+    /// before any peer can see the lease expire (L).
+    #[tokio::test(start_paused = true)]
+    async fn failing_renewals_fence_the_lease_before_it_can_expire() {
+        let store = store_with(&["shardId-0"]).await;
+        let mut w1 = coordinator(&store, "w1");
+        let (_, acquired) = w1.tick().await.expect("tick");
+        let held = Arc::clone(&acquired[0]);
+        let taken_at = Instant::now();
+        // Renewals work for a while: the lease stays usable well past L.
+        tokio::time::sleep(LEASE * 2).await;
+        assert!(held.may_process(), "renewed on its own cadence");
+        let counter = get(&store, "shardId-0").await.counter;
+        assert!(
+            counter >= 6,
+            "renewed every third of the lease, counter {counter}"
+        );
+        store.inject(Operation::Renew, Fault::Fail);
+        let failing_since = Instant::now();
+        held.lost().cancelled().await;
+        let fenced_after = Instant::now().duration_since(failing_since);
+        assert!(!held.may_process());
+        let fence = CoordinatorSettings::new("w1", LEASE).fence_after();
+        // The last good renewal was at most a tick before the failures began.
+        assert!(fenced_after <= fence, "fenced after {fenced_after:?}");
+        assert!(
+            fenced_after + LEASE / 3 >= fence,
+            "fenced after {fenced_after:?}"
+        );
+        assert!(Instant::now().duration_since(taken_at) > LEASE * 2);
+        let err = held
+            .checkpoint(store.as_ref(), &Checkpoint::TrimHorizon)
+            .await
+            .expect_err("a fenced lease writes no checkpoint");
+        assert!(matches!(err, LeaseError::Conflict { .. }), "{err}");
+        let (summary, _) = w1.tick().await.expect("tick");
+        assert_eq!(summary.lost, vec!["shardId-0".to_string()]);
+    }
+
+    /// A renewal that never answers (a hung connection) does not hold the lease either:
+    /// the fence deadline abandons it.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_renewal_fences_the_lease_at_the_deadline() {
+        let store = store_with(&["shardId-0"]).await;
+        let mut w1 = coordinator(&store, "w1");
+        let (_, acquired) = w1.tick().await.expect("tick");
+        let held = Arc::clone(&acquired[0]);
+        store.inject(Operation::Renew, Fault::Hang);
+        let taken_at = Instant::now();
+        let deadline = held.fence_deadline();
+        assert_eq!(
+            deadline.duration_since(taken_at),
+            CoordinatorSettings::new("w1", LEASE).fence_after()
+        );
+        held.lost().cancelled().await;
+        assert_eq!(Instant::now(), deadline, "fenced exactly at the deadline");
+        assert!(!held.may_process());
+    }
+
+    /// A hung checkpoint write is abandoned at the fence deadline too, and fences.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_checkpoint_is_abandoned_at_the_fence_deadline() {
+        let store = store_with(&["shardId-0"]).await;
+        let mut w1 = coordinator(&store, "w1");
+        let (_, acquired) = w1.tick().await.expect("tick");
+        let held = Arc::clone(&acquired[0]);
+        store.inject(Operation::Renew, Fault::Hang);
+        store.inject(Operation::Checkpoint, Fault::Hang);
+        let deadline = held.fence_deadline();
+        let result = held
+            .checkpoint(store.as_ref(), &Checkpoint::TrimHorizon)
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        assert!(Instant::now() >= deadline);
+        assert!(held.lost().is_cancelled());
+    }
+
+    /// A renewal refused (another worker took the lease) stops processing at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_renewal_marks_the_lease_lost_on_the_next_renewal() {
+        let store = store_with(&["shardId-0"]).await;
+        let mut w1 = coordinator(&store, "w1");
+        let (_, acquired) = w1.tick().await.expect("tick");
+        let held = Arc::clone(&acquired[0]);
+        store
+            .take(&get(&store, "shardId-0").await, "w2")
+            .await
+            .expect("w2 takes it");
+        let before = Instant::now();
+        held.lost().cancelled().await;
+        assert!(Instant::now().duration_since(before) <= LEASE / 3);
+        let (summary, _) = w1.tick().await.expect("tick");
+        assert_eq!(summary.lost, vec!["shardId-0".to_string()]);
+        assert!(
+            summary.taken.is_empty(),
+            "w2's lease is not expired: {summary:?}"
+        );
+    }
+
+    /// `max_leases_per_worker` caps what one worker takes, whatever the balance.
+    #[tokio::test(start_paused = true)]
+    async fn max_leases_caps_what_a_worker_takes() {
+        let store = store_with(&["shardId-0", "shardId-1", "shardId-2", "shardId-3"]).await;
+        let mut settings = CoordinatorSettings::new("w1", LEASE);
+        settings.max_leases = Some(3);
+        let mut w1 = LeaseCoordinator::new(Arc::clone(&store) as Arc<dyn LeaseStore>, settings);
+        let (summary, _) = w1.tick().await.expect("tick");
+        assert_eq!(summary.taken.len(), 3, "{summary:?}");
+        tokio::time::sleep(LEASE * 2).await;
+        let (summary, _) = w1.tick().await.expect("tick");
+        assert!(summary.taken.is_empty(), "{summary:?}");
+        assert_eq!(summary.held, 3);
     }
 }

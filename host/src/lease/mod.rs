@@ -10,6 +10,7 @@
 
 pub mod coordinator;
 pub mod dynamo;
+pub mod memory;
 pub mod model;
 pub mod sqlite;
 

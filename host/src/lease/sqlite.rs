@@ -1,8 +1,8 @@
 //! The SQLite lease store: the same conditional-write semantics as DynamoDB, in one file
-//! that several shoal processes on one machine can share (WAL mode, busy timeout).
+//! that several shoal processes on one machine can share (WAL mode, busy timeout), with
+//! the holder's writes (renew, checkpoint, release) on a connection and thread of their own.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -17,12 +17,62 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteLeaseStore {
     path: PathBuf,
     application: String,
-    /// rusqlite connections are not `Sync`; calls are short and run on the blocking pool.
-    conn: Arc<Mutex<Connection>>,
+    /// Renewals, checkpoints and releases: what a holder writes to keep its leases.
+    holder: Lane,
+    /// Everything else (listing, takes, hand-off requests, shard sync), so a long read
+    /// or a busy wait here never delays a renewal.
+    coordinator: Lane,
 }
 
 const COLUMNS: &str = "lease_key, lease_owner, lease_counter, checkpoint, checkpoint_sub, owner_switches, \
                        parent_shard_ids, child_shard_ids, starting_hash_key, ending_hash_key, extra, handoff_to";
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// One connection on a thread of its own: calls run in order, off the async runtime and
+/// off tokio's blocking pool (which guest work also uses).
+#[derive(Debug, Clone)]
+struct Lane {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Lane {
+    fn open(path: &Path, name: &str) -> Result<Self, LeaseError> {
+        let mut conn = Connection::open(path).map_err(|e| {
+            LeaseError::Fatal(format!(
+                "cannot open lease database {}: {e}",
+                path.display()
+            ))
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fatal)?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name(format!("shoal-sqlite-{name}"))
+            .spawn(move || {
+                // Ends when every store clone (every sender) is dropped.
+                while let Ok(job) = queue.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| LeaseError::Fatal(format!("cannot start the lease store thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, LeaseError> + Send + 'static,
+    ) -> Result<T, LeaseError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = done.send(f(conn));
+            }))
+            .map_err(|_| LeaseError::Fatal("the lease store thread has stopped".into()))?;
+        result
+            .await
+            .map_err(|_| LeaseError::Fatal("the lease store thread dropped a call".into()))?
+    }
+}
 
 impl SqliteLeaseStore {
     /// Open (creating) the database file for `application`'s leases.
@@ -31,17 +81,11 @@ impl SqliteLeaseStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| LeaseError::Fatal(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path).map_err(|e| {
-            LeaseError::Fatal(format!(
-                "cannot open lease database {}: {e}",
-                path.display()
-            ))
-        })?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(fatal)?;
         Ok(Self {
             path: path.to_path_buf(),
             application: application.to_string(),
-            conn: Arc::new(Mutex::new(conn)),
+            holder: Lane::open(path, "holder")?,
+            coordinator: Lane::open(path, "coordinator")?,
         })
     }
 
@@ -50,18 +94,22 @@ impl SqliteLeaseStore {
         &self.path
     }
 
+    /// Run `f` on the coordinator's connection.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection, &str) -> Result<T, LeaseError> + Send + 'static,
     ) -> Result<T, LeaseError> {
-        let conn = Arc::clone(&self.conn);
         let app = self.application.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn, &app)
-        })
-        .await
-        .map_err(|e| LeaseError::Fatal(format!("lease store task failed: {e}")))?
+        self.coordinator.run(move |conn| f(conn, &app)).await
+    }
+
+    /// Run `f` on the holder's connection (renew, checkpoint, release).
+    async fn as_holder<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &str) -> Result<T, LeaseError> + Send + 'static,
+    ) -> Result<T, LeaseError> {
+        let app = self.application.clone();
+        self.holder.run(move |conn| f(conn, &app)).await
     }
 }
 
@@ -192,6 +240,12 @@ impl LeaseStore for SqliteLeaseStore {
             )
             .map_err(classify)
         })
+        .await?;
+        // `synchronous` is per connection: the holder's writes are the checkpoints.
+        self.as_holder(|conn, _| {
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(classify)
+        })
         .await
     }
 
@@ -250,7 +304,7 @@ impl LeaseStore for SqliteLeaseStore {
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let (key, owner, expected) = (lease.key.clone(), lease.owner.clone(), counter(lease));
-        self.with(move |conn, app| {
+        self.as_holder(move |conn, app| {
             conditional(
                 conn,
                 app,
@@ -288,7 +342,7 @@ impl LeaseStore for SqliteLeaseStore {
         let (key, owner, expected) = (lease.key.clone(), lease.owner.clone(), counter(lease));
         let value = checkpoint.as_attribute().to_string();
         let sub = i64::try_from(checkpoint.sub_sequence()).unwrap_or(i64::MAX);
-        self.with(move |conn, app| {
+        self.as_holder(move |conn, app| {
             conditional(
                 conn,
                 app,
@@ -303,7 +357,7 @@ impl LeaseStore for SqliteLeaseStore {
 
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let (key, owner, expected) = (lease.key.clone(), lease.owner.clone(), counter(lease));
-        self.with(move |conn, app| {
+        self.as_holder(move |conn, app| {
             conditional(
                 conn,
                 app,
