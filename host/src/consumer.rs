@@ -232,6 +232,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         })
     };
 
+    let plugin_deadline = plugin_settings.limits.deadline;
     let scheduler = Scheduler {
         source,
         store: Arc::clone(&store),
@@ -242,6 +243,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         workers_shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         stats: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
+        failure: Failure::default(),
     };
     let mut coordinator = LeaseCoordinator::new(
         store,
@@ -249,6 +251,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             worker_id: consumer.worker_id.clone(),
             lease_duration: consumer.lease_duration,
             max_leases: consumer.max_leases_per_worker,
+            // Time for the owner to finish the batch in flight when it is asked.
+            handoff_wait: consumer.lease_duration + plugin_deadline,
         },
     );
     scheduler.run(&mut coordinator, &consumer, &shutdown).await;
@@ -257,6 +261,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     reload_cancel.cancel();
     let _ = sync_task.await;
     let _ = reloader.await;
+    if let Some(message) = scheduler.failure.message() {
+        anyhow::bail!("{message}");
+    }
     tracing::info!("shoal consumer stopped");
     Ok(())
 }
@@ -284,6 +291,33 @@ struct Scheduler {
     workers_shutdown: CancellationToken,
     tracker: TaskTracker,
     stats: Arc<std::sync::Mutex<BTreeMap<String, Arc<WorkerStats>>>>,
+    /// The first error no retry fixes; set, it stops the consumer (non-zero exit).
+    failure: Failure,
+}
+
+/// An error that ends the run, reported by whichever task met it first.
+#[derive(Debug, Clone, Default)]
+struct Failure {
+    raised: CancellationToken,
+    message: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Failure {
+    fn raise(&self, message: String) {
+        let mut slot = self.message.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            tracing::error!("stopping the consumer: {message}");
+            *slot = Some(message);
+        }
+        self.raised.cancel();
+    }
+
+    fn message(&self) -> Option<String> {
+        self.message
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Scheduler {
@@ -313,6 +347,7 @@ impl Scheduler {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = self.failure.raised.cancelled() => break,
                 _ = tokio::time::sleep_until(next_tick.min(next_progress)) => {}
             }
         }
@@ -325,19 +360,12 @@ impl Scheduler {
         self.workers_shutdown.cancel();
         self.tracker.close();
         let deadline = tokio::time::Instant::now() + consumer.shutdown_timeout;
-        // Keep renewing while workers finish, so no peer takes a lease mid-checkpoint.
-        loop {
-            tokio::select! {
-                _ = self.tracker.wait() => break,
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!("shutdown timeout reached; releasing the remaining leases");
-                    break;
-                }
-                _ = tokio::time::sleep(tick) => {
-                    if let Err(e) = coordinator.tick().await {
-                        tracing::warn!("lease renewal during shutdown failed: {e}");
-                    }
-                }
+        // Held leases keep renewing on their own tasks while workers finish, so no peer
+        // takes a lease mid-checkpoint.
+        tokio::select! {
+            _ = self.tracker.wait() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!("shutdown timeout reached; releasing the remaining leases");
             }
         }
         for held in coordinator.held() {
@@ -366,7 +394,12 @@ impl Scheduler {
                     self.spawn_worker(held, coordinator);
                 }
             }
-            Err(e) => tracing::warn!("lease coordinator tick failed, will retry: {e}"),
+            Err(e) if e.is_transient() => {
+                tracing::warn!("lease coordinator tick failed, will retry: {e}")
+            }
+            Err(e) => self
+                .failure
+                .raise(format!("cannot read the lease table: {e}")),
         }
     }
 
@@ -410,17 +443,35 @@ impl Scheduler {
             stats,
         );
         let registry = coordinator.held_registry();
+        let store = Arc::clone(&self.store);
+        let failure = self.failure.clone();
         self.tracker.spawn(async move {
-            let exit = worker.run().await;
+            // On its own task, so a panic in the worker is caught here rather than
+            // leaving a lease that renews forever with nothing processing it.
+            let exit = tokio::spawn(worker.run()).await;
             registry
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&shard);
             match exit {
-                WorkerExit::ShardEnd => tracing::info!(shard, "shard finished"),
-                WorkerExit::LeaseLost => tracing::info!(shard, "shard worker stopped: lease lost"),
-                WorkerExit::Shutdown => {
+                Ok(WorkerExit::ShardEnd) => tracing::info!(shard, "shard finished"),
+                Ok(WorkerExit::LeaseLost) => {
+                    tracing::info!(shard, "shard worker stopped: lease lost")
+                }
+                Ok(WorkerExit::Shutdown) => {
                     tracing::debug!(shard, "shard worker stopped (shutdown or hand-off)")
+                }
+                Ok(WorkerExit::ShardEndFailed) => {
+                    tracing::warn!(shard, "shard worker stopped before shard end: the shard restarts from its last checkpoint")
+                }
+                Ok(WorkerExit::Failed(message)) => failure.raise(message),
+                Err(e) => {
+                    // Nothing was checkpointed after the panic; releasing lets this or
+                    // another worker restart the shard from its last checkpoint.
+                    tracing::error!(shard, "shard worker failed ({e}); releasing its lease so the shard restarts from its last checkpoint");
+                    if let Err(e) = held.release(store.as_ref()).await {
+                        tracing::warn!(shard, "cannot release the lease (it will expire instead): {e}");
+                    }
                 }
             }
         });

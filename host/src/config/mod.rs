@@ -256,12 +256,24 @@ impl Validator<'_> {
             None => defaults::MAX_RECORDS,
         };
         let lease_duration = c.lease_duration.unwrap_or(defaults::LEASE_DURATION);
-        if lease_duration < std::time::Duration::from_millis(300) {
+        if lease_duration < std::time::Duration::from_secs(1) {
             return Err(self.error(
                 find_line_span(self.source, "lease_duration"),
                 "consumer.lease_duration",
-                "must be at least 300ms".into(),
+                "must be at least 1s: a worker stops processing a fifth of the lease before it may expire, and that margin must cover interrupting a guest call and scheduling".into(),
             ));
+        }
+        for (key, value) in [
+            ("shard_sync_interval", c.shard_sync_interval),
+            ("shutdown_timeout", c.shutdown_timeout),
+        ] {
+            if value.is_some_and(|v| v.is_zero()) {
+                return Err(self.error(
+                    find_line_span(self.source, key),
+                    &format!("consumer.{key}"),
+                    "must be longer than 0s".into(),
+                ));
+            }
         }
         let source = match source.kind.get_ref().as_str() {
             "kinesis" => {
@@ -705,6 +717,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("missing [leases]"), "{err}");
+    }
+
+    /// Settings the lease argument cannot hold with, and zero durations, are refused
+    /// with the key, its line and the reason.
+    #[test]
+    fn lease_and_zero_durations_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("c.toml");
+        let ok = "[plugin]\npath = \"x.wasm\"\n[consumer]\napplication = \"app\"\nlease_duration = \"2s\"\n[source]\nkind = \"local\"\ndirectory = \"stream\"\n[leases]\nkind = \"sqlite\"\npath = \"l.db\"\n";
+        parse(&cfg, ok).expect("valid");
+        let err = parse(&cfg, &ok.replace("\"2s\"", "\"500ms\"")).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(5), Some("consumer.lease_duration"))
+        );
+        assert!(err.message.contains("at least 1s"), "{err}");
+        for key in ["shard_sync_interval", "shutdown_timeout"] {
+            let text = ok.replace(
+                "lease_duration = \"2s\"\n",
+                &format!("lease_duration = \"2s\"\n{key} = \"0s\"\n"),
+            );
+            let err = parse(&cfg, &text).unwrap_err();
+            assert_eq!(
+                (err.line, err.key.as_deref()),
+                (Some(6), Some(format!("consumer.{key}").as_str()))
+            );
+            assert!(err.message.contains("longer than 0s"), "{err}");
+        }
     }
 
     #[test]

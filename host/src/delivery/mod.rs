@@ -229,8 +229,9 @@ impl ShardProcessor {
     }
 
     /// Stop using the guest: call its `shutdown(reason)` if an instance is live, then
-    /// drop it. A trap here is logged; there is nothing left to retry.
-    pub async fn shutdown(&mut self, reason: ShutdownReason) {
+    /// drop it. `false` if the guest trapped there (or the call could not run), so the
+    /// caller does not record a shard end the guest may not have flushed.
+    pub async fn shutdown(&mut self, reason: ShutdownReason) -> bool {
         let span = self.span.clone();
         self.shutdown_instance(reason).instrument(span).await
     }
@@ -332,20 +333,25 @@ impl ShardProcessor {
         }
     }
 
-    async fn shutdown_instance(&mut self, reason: ShutdownReason) {
+    async fn shutdown_instance(&mut self, reason: ShutdownReason) -> bool {
         let Some(mut instance) = self.live_instance().take() else {
-            return;
+            return true;
         };
         let shard = self.shard_id().to_string();
         let generation = self.current.generation();
         match tokio::task::spawn_blocking(move || instance.shutdown(reason)).await {
-            Ok(CallOutcome::Trap(trap)) => tracing::warn!(
-                %reason, "guest trapped in shutdown: {trap}"
-            ),
-            Ok(_) => {
-                tracing::debug!(%reason, "guest shut down")
+            Ok(CallOutcome::Trap(trap)) => {
+                tracing::warn!(%reason, "guest trapped in shutdown: {trap}");
+                false
             }
-            Err(e) => tracing::error!(shard, generation, "guest shutdown task failed: {e}"),
+            Ok(_) => {
+                tracing::debug!(%reason, "guest shut down");
+                true
+            }
+            Err(e) => {
+                tracing::error!(shard, generation, "guest shutdown task failed: {e}");
+                false
+            }
         }
     }
 

@@ -54,6 +54,12 @@ pub enum WorkerExit {
     LeaseLost,
     /// Shutdown: batch finished, checkpointed, lease released.
     Shutdown,
+    /// The guest's `shutdown(shard-end)` failed: `SHARD_END` was not checkpointed and the
+    /// lease was released, so the shard restarts from its last checkpoint.
+    ShardEndFailed,
+    /// An error no retry fixes (stream deleted, access denied, KMS key unusable): the
+    /// consumer stops with this message.
+    Failed(String),
 }
 
 /// Counters a worker publishes for progress reporting.
@@ -128,8 +134,13 @@ impl ShardWorker {
         let span = tracing::info_span!("worker", stream = %self.source.stream_name(), shard = %self.held.key());
         let exit = tracing::Instrument::instrument(self.run_inner(), span).await;
         match exit {
-            WorkerExit::LeaseLost => self.processor.shutdown(ShutdownReason::LeaseLost).await,
-            WorkerExit::Shutdown | WorkerExit::ShardEnd => {}
+            WorkerExit::LeaseLost => {
+                self.processor.shutdown(ShutdownReason::LeaseLost).await;
+            }
+            WorkerExit::Shutdown
+            | WorkerExit::ShardEnd
+            | WorkerExit::ShardEndFailed
+            | WorkerExit::Failed(_) => {}
         }
         exit
     }
@@ -144,6 +155,9 @@ impl ShardWorker {
         // `position` and `resume_skip` say where to re-acquire an iterator (after an
         // expired one); `skip` applies only to the first fetch after an acquire, since an
         // iterator from GetRecords already starts past what was processed.
+        if let Step::Stop(exit) = self.wait_out_previous_holder().await {
+            return self.stop(exit, &mut checkpointer).await;
+        }
         let (mut position, mut skip) = self.start_position(&lease.checkpoint);
         let mut resume_skip = skip.clone();
         tracing::info!(checkpoint = %lease.checkpoint, "shard worker starting");
@@ -191,10 +205,22 @@ impl ShardWorker {
                     skip = resume_skip.clone();
                     continue;
                 }
-                Err(SourceError::NotFound(e)) => {
-                    // The shard is gone (expired past retention): nothing more to read.
-                    tracing::error!("shard no longer exists ({e}); treating it as ended");
-                    return self.finish_shard_end(&mut checkpointer).await;
+                Err(SourceError::NotFound(e)) => match self.confirm_gone(&e).await {
+                    Gone::Shard => return self.finish_shard_end(&mut checkpointer).await,
+                    Gone::Stream(message) => {
+                        return self.fail(message, &mut checkpointer).await;
+                    }
+                    Gone::Not => {
+                        failures += 1;
+                        if let Step::Stop(exit) = self.pause(self.backoff(failures)).await {
+                            return self.stop(exit, &mut checkpointer).await;
+                        }
+                        continue;
+                    }
+                },
+                Err(SourceError::Fatal(e)) => {
+                    let message = format!("cannot read shard {}: {e}", self.held.key());
+                    return self.fail(message, &mut checkpointer).await;
                 }
                 Err(e) => {
                     failures += 1;
@@ -236,6 +262,10 @@ impl ShardWorker {
             });
 
             if !records.is_empty() || self.settings.deliver_empty_batches {
+                if !self.held.may_process() {
+                    // Past the self-fence deadline: a peer may own the shard soon.
+                    return WorkerExit::LeaseLost;
+                }
                 let batch = Arc::new(Batch {
                     records,
                     millis_behind_latest: fetched.millis_behind_latest,
@@ -430,6 +460,63 @@ impl ShardWorker {
         }
     }
 
+    /// A lease taken from a live holder: wait until that holder must have fenced itself
+    /// (see the lease argument in `crate::lease::coordinator`).
+    async fn wait_out_previous_holder(&self) -> Step<()> {
+        let start_after = self.held.start_after();
+        let wait = start_after.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            return Step::Go(());
+        }
+        tracing::info!(
+            wait_ms = wait.as_millis() as u64,
+            "waiting until the previous holder has stopped before processing"
+        );
+        tokio::select! {
+            biased;
+            _ = self.held.lost().cancelled() => Step::Stop(WorkerExit::LeaseLost),
+            _ = self.shutdown.cancelled() => Step::Stop(WorkerExit::Shutdown),
+            _ = tokio::time::sleep_until(start_after) => Step::Go(()),
+        }
+    }
+
+    /// A `ResourceNotFound` alone does not end a shard: ask the listing whether the shard
+    /// (or the whole stream) is really gone.
+    async fn confirm_gone(&self, error: &str) -> Gone {
+        match self.source.list_shards().await {
+            Ok(shards) if shards.iter().any(|s| s.shard_id == self.held.key()) => {
+                tracing::warn!(
+                    "shard not found ({error}), yet the stream still lists it; retrying"
+                );
+                Gone::Not
+            }
+            Ok(_) => {
+                tracing::warn!(
+                    "the stream no longer lists this shard (expired past retention); treating it as ended"
+                );
+                Gone::Shard
+            }
+            Err(SourceError::NotFound(e)) => Gone::Stream(format!(
+                "stream {} not found ({e}): it was deleted or the name, ARN or region is wrong",
+                self.source.stream_name()
+            )),
+            Err(e) => {
+                tracing::warn!("shard not found ({error}) and the listing failed ({e}); retrying");
+                Gone::Not
+            }
+        }
+    }
+
+    /// Stop for an error no retry fixes: write what was processed, release the lease
+    /// and report the error, which stops the consumer.
+    async fn fail(&mut self, message: String, checkpointer: &mut Checkpointer) -> WorkerExit {
+        tracing::error!("{message}");
+        match self.finish_shutdown(checkpointer).await {
+            WorkerExit::Shutdown => WorkerExit::Failed(message),
+            other => other,
+        }
+    }
+
     /// The back-off before retry `attempt` (1-based): capped exponential, jittered.
     fn backoff(&self, attempt: u32) -> Duration {
         backoff::jittered(
@@ -460,9 +547,21 @@ impl ShardWorker {
             };
             match result {
                 Ok(iterator) => return Step::Go(iterator),
-                Err(SourceError::NotFound(e)) => {
-                    tracing::error!("cannot get an iterator, the shard no longer exists: {e}");
-                    return Step::Stop(WorkerExit::ShardEnd);
+                Err(SourceError::NotFound(e)) => match self.confirm_gone(&e).await {
+                    Gone::Shard => return Step::Stop(WorkerExit::ShardEnd),
+                    Gone::Stream(message) => return Step::Stop(WorkerExit::Failed(message)),
+                    Gone::Not => {
+                        attempt += 1;
+                        if let Step::Stop(exit) = self.pause(self.backoff(attempt)).await {
+                            return Step::Stop(exit);
+                        }
+                    }
+                },
+                Err(SourceError::Fatal(e)) => {
+                    return Step::Stop(WorkerExit::Failed(format!(
+                        "cannot get an iterator for shard {}: {e}",
+                        self.held.key()
+                    )));
                 }
                 Err(e) => {
                     attempt += 1;
@@ -484,31 +583,44 @@ impl ShardWorker {
     /// handled by `finish_shard_end`; a lost lease does nothing more here.
     async fn stop(&mut self, exit: WorkerExit, checkpointer: &mut Checkpointer) -> WorkerExit {
         match exit {
-            WorkerExit::LeaseLost => WorkerExit::LeaseLost,
+            WorkerExit::LeaseLost | WorkerExit::ShardEndFailed => exit,
+            WorkerExit::Failed(message) => self.fail(message, checkpointer).await,
             WorkerExit::ShardEnd => self.finish_shard_end(checkpointer).await,
-            WorkerExit::Shutdown => {
-                if let Some(pending) = checkpointer.pending().cloned()
-                    && let Step::Stop(exit) = self.write_checkpoint(checkpointer, pending).await
-                {
-                    return exit;
-                }
-                self.processor.shutdown(ShutdownReason::Requested).await;
-                match self.held.release(self.store.as_ref()).await {
-                    Ok(()) => {
-                        tracing::info!(checkpoint = %checkpointer.last_written(), "checkpointed and released the lease")
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot release the lease (it will expire instead): {e}")
-                    }
-                }
-                WorkerExit::Shutdown
+            WorkerExit::Shutdown => self.finish_shutdown(checkpointer).await,
+        }
+    }
+
+    /// Shutdown (or hand-off): write the pending checkpoint, call `shutdown(requested)`,
+    /// release the lease.
+    async fn finish_shutdown(&mut self, checkpointer: &mut Checkpointer) -> WorkerExit {
+        if let Some(pending) = checkpointer.pending().cloned()
+            && let Step::Stop(exit) = self.write_checkpoint(checkpointer, pending).await
+        {
+            return exit;
+        }
+        self.processor.shutdown(ShutdownReason::Requested).await;
+        match self.held.release(self.store.as_ref()).await {
+            Ok(()) => {
+                tracing::info!(checkpoint = %checkpointer.last_written(), "checkpointed and released the lease")
+            }
+            Err(e) => {
+                tracing::warn!("cannot release the lease (it will expire instead): {e}")
             }
         }
+        WorkerExit::Shutdown
     }
 
     async fn finish_shard_end(&mut self, checkpointer: &mut Checkpointer) -> WorkerExit {
         if checkpointer.last_written() != &Checkpoint::ShardEnd {
-            self.processor.shutdown(ShutdownReason::ShardEnd).await;
+            if !self.processor.shutdown(ShutdownReason::ShardEnd).await {
+                // The guest may not have flushed what it holds: re-deliver from the last
+                // checkpoint (on this or another worker) rather than end the shard.
+                tracing::error!(checkpoint = %checkpointer.last_written(), "the processor's shutdown(shard-end) failed: not checkpointing SHARD_END; releasing the lease so the shard restarts from its last checkpoint");
+                if let Err(e) = self.held.release(self.store.as_ref()).await {
+                    tracing::warn!("cannot release the lease (it will expire instead): {e}");
+                }
+                return WorkerExit::ShardEndFailed;
+            }
             checkpointer.offer(Checkpoint::ShardEnd);
             if let Step::Stop(exit) = self
                 .write_checkpoint(checkpointer, Checkpoint::ShardEnd)
@@ -528,6 +640,16 @@ impl ShardWorker {
 enum Applied {
     Continue,
     Rewind(Position),
+}
+
+/// What a `ResourceNotFound` turned out to mean, once the listing was asked.
+enum Gone {
+    /// The stream no longer lists the shard (expired past retention): it has ended.
+    Shard,
+    /// The stream itself is gone: stop the consumer with this message.
+    Stream(String),
+    /// The shard is still listed (or the listing failed): retry.
+    Not,
 }
 
 fn skipped(skip: &SkipThrough, record: &KinesisRecord) -> bool {
