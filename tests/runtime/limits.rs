@@ -151,15 +151,16 @@ fn the_pool_limits_live_instances_and_frees_slots_on_drop() {
 
 #[test]
 fn compiled_plugins_are_cached_and_a_bad_cache_entry_is_recompiled() {
-    let cache = tempfile::tempdir().expect("tempdir");
-    let engine = engine_with(|s| s.cache_dir = Some(cache.path().to_path_buf()));
+    let parent = tempfile::tempdir().expect("tempdir");
+    let cache = parent.path().join("cache");
+    let engine = engine_with(|s| s.cache_dir = Some(cache.clone()));
     let path = plugin_path("checksum");
     let first = engine.load_file(&path, 1).expect("loads");
     assert_eq!(first.source(), ArtifactSource::Compiled);
     let second = engine.load_file(&path, 2).expect("loads");
     assert_eq!(second.source(), ArtifactSource::Cached);
     assert_eq!(first.digest(), second.digest());
-    for entry in std::fs::read_dir(cache.path()).expect("dir") {
+    for entry in std::fs::read_dir(&cache).expect("dir") {
         std::fs::write(entry.expect("entry").path(), b"not a compiled artifact").expect("corrupt");
     }
     let third = engine.load_file(&path, 3).expect("still loads");
@@ -167,11 +168,11 @@ fn compiled_plugins_are_cached_and_a_bad_cache_entry_is_recompiled() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(cache.path())
+        let mode = std::fs::metadata(&cache)
             .expect("meta")
             .permissions()
             .mode();
-        assert_eq!(mode & 0o077, 0, "cache dir must be private, mode {mode:o}");
+        assert_eq!(mode & 0o077, 0, "a cache dir shoal creates is private, mode {mode:o}");
     }
 }
 
