@@ -1,10 +1,10 @@
-//! The Kinesis source over aws-sdk-kinesis: ListShards (paged), GetShardIterator and
-//! GetRecords, with errors classified for the fetch loop (throttling, expired iterator,
-//! not found, transient, fatal).
+//! The Kinesis source over aws-sdk-kinesis: ListShards (paged; optionally filtered to the
+//! shards open at a time), GetShardIterator and GetRecords, with errors classified for
+//! the fetch loop (throttling, expired iterator, not found, transient, fatal).
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::types::{Shard, ShardFilter, ShardFilterType, ShardIteratorType};
 
 use super::{Fetched, ShardDescription, ShardSource, SourceError, SourceRecord, StartPosition};
 use crate::aws::{ErrorClass, classify, sdk_config};
@@ -47,6 +47,54 @@ impl KinesisSource {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    /// Every page of ListShards, optionally filtered (the filter goes with the first
+    /// page; the paging token carries it on).
+    async fn list_pages(&self, filter: Option<ShardFilter>) -> Result<Vec<Shard>, SourceError> {
+        let mut shards: Vec<Shard> = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            // The stream may not be named together with a paging token.
+            let request = match &token {
+                Some(t) => self.client.list_shards().next_token(t),
+                None => self
+                    .client
+                    .list_shards()
+                    .set_stream_name(self.stream_name.clone())
+                    .set_stream_arn(self.stream_arn.clone())
+                    .set_shard_filter(filter.clone()),
+            };
+            let out = request.send().await.map_err(|e| source_error(&e))?;
+            let more = !out.shards().is_empty();
+            let next = out.next_token().map(str::to_string);
+            shards.extend(out.shards.unwrap_or_default());
+            match next {
+                Some(t) if !t.is_empty() && more => token = Some(t),
+                _ => break,
+            }
+        }
+        // kinesalite ignores paging: drop duplicates it may repeat.
+        shards.sort_by(|a, b| a.shard_id().cmp(b.shard_id()));
+        shards.dedup_by(|a, b| a.shard_id() == b.shard_id());
+        Ok(shards)
+    }
+}
+
+/// A listed shard as the source describes it.
+fn describe(s: &Shard) -> ShardDescription {
+    ShardDescription {
+        shard_id: s.shard_id().to_string(),
+        parent_shard_id: s.parent_shard_id().map(str::to_string),
+        adjacent_parent_shard_id: s.adjacent_parent_shard_id().map(str::to_string),
+        starting_hash_key: s
+            .hash_key_range()
+            .map(|h| h.starting_hash_key().to_string()),
+        ending_hash_key: s.hash_key_range().map(|h| h.ending_hash_key().to_string()),
+        ending_sequence_number: s
+            .sequence_number_range()
+            .and_then(|r| r.ending_sequence_number())
+            .map(str::to_string),
+    }
 }
 
 fn source_error<E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static>(
@@ -73,39 +121,24 @@ impl ShardSource for KinesisSource {
     }
 
     async fn list_shards(&self) -> Result<Vec<ShardDescription>, SourceError> {
-        let mut shards = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            // The stream may not be named together with a paging token.
-            let request = match &token {
-                Some(t) => self.client.list_shards().next_token(t),
-                None => self
-                    .client
-                    .list_shards()
-                    .set_stream_name(self.stream_name.clone())
-                    .set_stream_arn(self.stream_arn.clone()),
-            };
-            let out = request.send().await.map_err(|e| source_error(&e))?;
-            for s in out.shards() {
-                shards.push(ShardDescription {
-                    shard_id: s.shard_id().to_string(),
-                    parent_shard_id: s.parent_shard_id().map(str::to_string),
-                    adjacent_parent_shard_id: s.adjacent_parent_shard_id().map(str::to_string),
-                    starting_hash_key: s
-                        .hash_key_range()
-                        .map(|h| h.starting_hash_key().to_string()),
-                    ending_hash_key: s.hash_key_range().map(|h| h.ending_hash_key().to_string()),
-                });
-            }
-            match out.next_token() {
-                Some(t) if !t.is_empty() && !out.shards().is_empty() => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
-        // kinesalite ignores paging: drop duplicates it may repeat.
-        shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
-        shards.dedup_by(|a, b| a.shard_id == b.shard_id);
-        Ok(shards)
+        let shards = self.list_pages(None).await?;
+        Ok(shards.iter().map(describe).collect())
+    }
+
+    /// ListShards with `ShardFilter` `AT_TIMESTAMP`, as the KCL lists a new stream
+    /// (`HierarchicalShardSyncer.getShardListAtInitialPosition`). kinesis-mock supports
+    /// this filter too (second precision; a time before the stream's creation lists
+    /// every shard, which only makes more shards start at the timestamp).
+    async fn shards_open_at(&self, at_ms: i64) -> Result<Option<Vec<String>>, SourceError> {
+        let filter = ShardFilter::builder()
+            .r#type(ShardFilterType::AtTimestamp)
+            .timestamp(DateTime::from_millis(at_ms))
+            .build()
+            .map_err(|e| SourceError::Fatal(format!("cannot build the shard filter: {e}")))?;
+        let shards = self.list_pages(Some(filter)).await?;
+        Ok(Some(
+            shards.iter().map(|s| s.shard_id().to_string()).collect(),
+        ))
     }
 
     async fn iterator(
@@ -178,5 +211,58 @@ impl ShardSource for KinesisSource {
             millis_behind_latest,
             child_shards,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::types::{HashKeyRange, SequenceNumberRange};
+
+    fn shard(id: &str, parents: &[&str], ending: Option<&str>) -> Shard {
+        let range = SequenceNumberRange::builder()
+            .starting_sequence_number("49590338271490256608559692538361571095921575989136588898")
+            .set_ending_sequence_number(ending.map(str::to_string))
+            .build()
+            .expect("range");
+        let hash = HashKeyRange::builder()
+            .starting_hash_key("0")
+            .ending_hash_key("340282366920938463463374607431768211455")
+            .build()
+            .expect("hash range");
+        Shard::builder()
+            .shard_id(id)
+            .set_parent_shard_id(parents.first().map(|p| p.to_string()))
+            .set_adjacent_parent_shard_id(parents.get(1).map(|p| p.to_string()))
+            .hash_key_range(hash)
+            .sequence_number_range(range)
+            .build()
+            .expect("shard")
+    }
+
+    #[test]
+    fn a_listed_shard_says_whether_it_is_closed_and_who_its_parents_are() {
+        let closed = describe(&shard(
+            "shardId-000000000004",
+            &["shardId-000000000002", "shardId-000000000003"],
+            Some("49590338271490256608559692540925702759324208523137515618"),
+        ));
+        assert!(closed.is_closed());
+        assert_eq!(
+            closed.ending_sequence_number.as_deref(),
+            Some("49590338271490256608559692540925702759324208523137515618")
+        );
+        assert_eq!(
+            closed.parents(),
+            vec![
+                "shardId-000000000002".to_string(),
+                "shardId-000000000003".to_string()
+            ]
+        );
+        assert_eq!(closed.starting_hash_key.as_deref(), Some("0"));
+
+        let open = describe(&shard("shardId-000000000000", &[], None));
+        assert!(!open.is_closed());
+        assert!(open.parents().is_empty());
     }
 }

@@ -4,9 +4,13 @@
 //! running are picked up. A record's sequence number is its line number (20 digits),
 //! stable across restarts as long as files are only appended to. A shard is closed
 //! when `<shard-id>.closed` exists (shard end after its last line), and its parents are
-//! listed, one per line, in `<shard-id>.parents`.
+//! listed, one per line, in `<shard-id>.parents`. The `.closed` marker may hold the time
+//! the shard closed (ms since the epoch, or RFC 3339); an empty one closed at its
+//! modification time. A child shard was created when its parents closed: that is how
+//! the source tells which shards were open at a time (for an AT_TIMESTAMP start).
 
-use std::io::{BufRead, Seek, SeekFrom};
+use std::collections::HashMap;
+use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::archive_format::InputLine;
@@ -205,6 +209,132 @@ fn parse_sequence(s: &str) -> Result<u64, SourceError> {
         .map_err(|_| SourceError::Fatal(format!("{s:?} is not a local sequence number")))
 }
 
+/// Every `<shard-id>.jsonl` in `dir`, with its parents and, if closed, its last line's
+/// sequence number.
+fn list_dir(dir: &Path) -> Result<Vec<ShardDescription>, SourceError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        SourceError::NotFound(format!(
+            "cannot read local stream directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut shards = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| SourceError::Transient(e.to_string()))?
+            .path();
+        if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+            continue;
+        }
+        let Some(shard_id) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        shards.push(describe(dir, shard_id)?);
+    }
+    shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+    Ok(shards)
+}
+
+/// One shard from its files.
+fn describe(dir: &Path, shard_id: &str) -> Result<ShardDescription, SourceError> {
+    let parents: Vec<String> = std::fs::read_to_string(dir.join(format!("{shard_id}.parents")))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let ending_sequence_number = if dir.join(format!("{shard_id}.closed")).exists() {
+        let lines = complete_lines(&dir.join(format!("{shard_id}.jsonl")))?;
+        Some(LocalSource::sequence_of(lines))
+    } else {
+        None
+    };
+    Ok(ShardDescription {
+        shard_id: shard_id.to_string(),
+        parent_shard_id: parents.first().cloned(),
+        adjacent_parent_shard_id: parents.get(1).cloned(),
+        starting_hash_key: None,
+        ending_hash_key: None,
+        ending_sequence_number,
+    })
+}
+
+/// How many complete (newline-terminated) lines a shard file has: the last one's number.
+fn complete_lines(path: &Path) -> Result<u64, SourceError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| SourceError::Transient(format!("cannot open {}: {e}", path.display())))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| SourceError::Transient(e.to_string()))?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}
+
+/// When a closed shard closed (ms since the epoch): the time its `.closed` marker holds,
+/// else the marker's modification time; `None` while the shard is open.
+fn closed_at(dir: &Path, shard_id: &str) -> Option<i64> {
+    let marker = dir.join(format!("{shard_id}.closed"));
+    let metadata = std::fs::metadata(&marker).ok()?;
+    let written = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|t| parse_close_time(&t));
+    written.or_else(|| {
+        let modified = metadata.modified().ok()?;
+        let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+        i64::try_from(since.as_millis()).ok()
+    })
+}
+
+/// A `.closed` marker's time: ms since the epoch or RFC 3339; `None` if empty or neither.
+fn parse_close_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    let time = humantime::parse_rfc3339_weak(text).ok()?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_millis()).ok()
+}
+
+/// The shards open at `at_ms`: created at or before it (a root always was; a child was
+/// created when its listed parents closed) and closed at or after it, or still open. A
+/// closed shard whose close time cannot be read counts as closing after any time: that
+/// may start it at the timestamp needlessly, but never marks unread records done.
+fn open_at(dir: &Path, at_ms: i64) -> Result<Vec<String>, SourceError> {
+    let shards = list_dir(dir)?;
+    let closed: HashMap<&str, Option<i64>> = shards
+        .iter()
+        .map(|s| (s.shard_id.as_str(), closed_at(dir, &s.shard_id)))
+        .collect();
+    let open = shards.iter().filter(|s| {
+        // A listed parent still open means the child is not there yet.
+        let created_by = s
+            .parents()
+            .iter()
+            .filter_map(|p| closed.get(p.as_str()))
+            .all(|c| c.is_some_and(|c| c <= at_ms));
+        let still_open = closed
+            .get(s.shard_id.as_str())
+            .copied()
+            .flatten()
+            .is_none_or(|c| c >= at_ms);
+        created_by && still_open
+    });
+    Ok(open.map(|s| s.shard_id.clone()).collect())
+}
+
 #[async_trait::async_trait]
 impl ShardSource for LocalSource {
     fn stream_name(&self) -> &str {
@@ -213,51 +343,16 @@ impl ShardSource for LocalSource {
 
     async fn list_shards(&self) -> Result<Vec<ShardDescription>, SourceError> {
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let entries = std::fs::read_dir(&dir).map_err(|e| {
-                SourceError::NotFound(format!(
-                    "cannot read local stream directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-            let mut shards = Vec::new();
-            for entry in entries {
-                let path = entry
-                    .map_err(|e| SourceError::Transient(e.to_string()))?
-                    .path();
-                if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
-                    continue;
-                }
-                let Some(shard_id) = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .map(str::to_string)
-                else {
-                    continue;
-                };
-                let parents: Vec<String> =
-                    std::fs::read_to_string(dir.join(format!("{shard_id}.parents")))
-                        .map(|t| {
-                            t.lines()
-                                .map(str::trim)
-                                .filter(|l| !l.is_empty())
-                                .map(str::to_string)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                shards.push(ShardDescription {
-                    shard_id,
-                    parent_shard_id: parents.first().cloned(),
-                    adjacent_parent_shard_id: parents.get(1).cloned(),
-                    starting_hash_key: None,
-                    ending_hash_key: None,
-                });
-            }
-            shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
-            Ok(shards)
-        })
-        .await
-        .map_err(|e| SourceError::Fatal(format!("list task failed: {e}")))?
+        tokio::task::spawn_blocking(move || list_dir(&dir))
+            .await
+            .map_err(|e| SourceError::Fatal(format!("list task failed: {e}")))?
+    }
+
+    async fn shards_open_at(&self, at_ms: i64) -> Result<Option<Vec<String>>, SourceError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || open_at(&dir, at_ms).map(Some))
+            .await
+            .map_err(|e| SourceError::Fatal(format!("list task failed: {e}")))?
     }
 
     async fn iterator(
@@ -409,5 +504,79 @@ mod tests {
             shards[1].parents(),
             vec!["shardId-000000000001".to_string()]
         );
+    }
+
+    #[test]
+    fn a_closed_marker_may_say_when_the_shard_closed() {
+        assert_eq!(parse_close_time("1700000000123\n"), Some(1_700_000_000_123));
+        assert_eq!(
+            parse_close_time("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(parse_close_time(""), None);
+        assert_eq!(parse_close_time("  \n"), None);
+        assert_eq!(parse_close_time("closed by hand"), None);
+    }
+
+    #[tokio::test]
+    async fn lists_where_closed_shards_end_and_which_shards_were_open_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let put = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        };
+        // 0 split into 1 and 2 at t=100; 2 and 3 merged into 4 at t=200.
+        put(
+            "shardId-000000000000.jsonl",
+            &format!("{}{}", line(1), line(2)),
+        );
+        put("shardId-000000000000.closed", "100");
+        put("shardId-000000000001.jsonl", &line(1));
+        put("shardId-000000000001.parents", "shardId-000000000000\n");
+        put("shardId-000000000002.jsonl", "");
+        put("shardId-000000000002.parents", "shardId-000000000000\n");
+        put("shardId-000000000002.closed", "200\n");
+        put("shardId-000000000003.jsonl", &line(1));
+        put("shardId-000000000003.closed", "1970-01-01T00:00:00.200Z");
+        put("shardId-000000000004.jsonl", "");
+        put(
+            "shardId-000000000004.parents",
+            "shardId-000000000002\nshardId-000000000003\n",
+        );
+        let source = LocalSource::new(dir.path(), "local");
+
+        let shards = source.list_shards().await.expect("list");
+        let endings: Vec<Option<&str>> = shards
+            .iter()
+            .map(|s| s.ending_sequence_number.as_deref())
+            .collect();
+        assert_eq!(
+            endings,
+            [
+                Some("00000000000000000002"),
+                None,
+                Some("00000000000000000000"),
+                Some("00000000000000000001"),
+                None
+            ]
+        );
+
+        let open_at = |t| {
+            let source = source.clone();
+            async move {
+                let mut ids = source
+                    .shards_open_at(t)
+                    .await
+                    .expect("open at")
+                    .expect("the local source can tell");
+                ids.sort();
+                ids.into_iter()
+                    .map(|id| id.trim_start_matches("shardId-00000000000").to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(open_at(50).await, ["0", "3"]);
+        assert_eq!(open_at(100).await, ["0", "1", "2", "3"], "both ends count");
+        assert_eq!(open_at(150).await, ["1", "2", "3"]);
+        assert_eq!(open_at(250).await, ["1", "4"]);
     }
 }

@@ -17,6 +17,9 @@ pub struct ShardDescription {
     pub starting_hash_key: Option<String>,
     /// Hash key range end.
     pub ending_hash_key: Option<String>,
+    /// The last sequence number of a closed shard (`SequenceNumberRange`'s
+    /// `EndingSequenceNumber`); `None` while the shard is open.
+    pub ending_sequence_number: Option<String>,
 }
 
 impl ShardDescription {
@@ -27,6 +30,11 @@ impl ShardDescription {
             .chain(self.adjacent_parent_shard_id.iter())
             .cloned()
             .collect()
+    }
+
+    /// Closed: no record will be added (a reshard made it a parent).
+    pub fn is_closed(&self) -> bool {
+        self.ending_sequence_number.is_some()
     }
 }
 
@@ -101,6 +109,14 @@ pub trait ShardSource: Send + Sync + std::fmt::Debug {
 
     /// Every shard, open or closed, that the stream still lists.
     async fn list_shards(&self) -> Result<Vec<ShardDescription>, SourceError>;
+
+    /// The ids of the shards that were open at `at_ms` (ms since the epoch): created at
+    /// or before it and closed at or after it, or still open (ListShards with the
+    /// `AT_TIMESTAMP` shard filter). `None` when the source cannot tell.
+    async fn shards_open_at(&self, at_ms: i64) -> Result<Option<Vec<String>>, SourceError> {
+        let _ = at_ms;
+        Ok(None)
+    }
 
     /// An iterator for `shard_id` at `position`.
     async fn iterator(
