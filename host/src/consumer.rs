@@ -19,10 +19,10 @@ use crate::config::{
 };
 use crate::delivery::{OnPoison, ShardProcessor};
 use crate::egress::EgressGrants;
+use crate::lease::LeaseStore;
 use crate::lease::coordinator::{CoordinatorSettings, HeldLease, LeaseCoordinator};
 use crate::lease::dynamo::DynamoLeaseStore;
 use crate::lease::sqlite::SqliteLeaseStore;
-use crate::lease::{Checkpoint, LeaseStore};
 use crate::plugin::bindings::ShardInfo;
 use crate::plugin::reload::{PluginUpdates, ReloadOptions, spawn_reloader};
 use crate::plugin::{InstanceConfig, Plugin, PluginEngine};
@@ -97,14 +97,6 @@ pub async fn build_store(
             Arc::new(DynamoLeaseStore::connect(table, region.as_deref(), endpoint.as_deref()).await)
         }
     })
-}
-
-fn initial_checkpoint(position: &InitialPosition) -> Checkpoint {
-    match position {
-        InitialPosition::TrimHorizon => Checkpoint::TrimHorizon,
-        InitialPosition::Latest => Checkpoint::Latest,
-        InitialPosition::AtTimestamp(_) => Checkpoint::AtTimestamp,
-    }
 }
 
 fn start_position(position: &InitialPosition) -> StartPosition {
@@ -201,7 +193,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             }
         });
     }
-    let initial = initial_checkpoint(&consumer.initial_position);
+    let initial = consumer.initial_position.clone();
     let sync_cancel = CancellationToken::new();
     let sync_task = {
         let (source, store, cancel, interval) = (
@@ -524,7 +516,7 @@ mod prepare {
     use std::sync::atomic::AtomicU32;
 
     use super::*;
-    use crate::lease::{Lease, LeaseError};
+    use crate::lease::{Checkpoint, Lease, LeaseError};
 
     /// A store whose `prepare` fails with `errors` in turn, then succeeds.
     #[derive(Debug)]
