@@ -195,6 +195,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     }
     let initial = consumer.initial_position.clone();
     let sync_cancel = CancellationToken::new();
+    let failure = Failure::default();
     let sync_task = {
         let (source, store, cancel, interval) = (
             Arc::clone(&source),
@@ -204,9 +205,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         );
         let initial = initial.clone();
         // The first sync runs before the coordinator's first tick so new shards have leases.
-        if let Err(e) = sync_shards(source.as_ref(), store.as_ref(), &initial).await {
-            tracing::warn!("initial shard sync failed, will retry: {e}");
+        match sync_shards(source.as_ref(), store.as_ref(), &initial).await {
+            Err(e) if e.is_fatal() => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot start consuming stream {}",
+                    source.stream_name()
+                )));
+            }
+            Err(e) => tracing::warn!("initial shard sync failed, will retry: {e}"),
+            Ok(_) => {}
         }
+        let failure = failure.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -218,6 +227,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                         tracing::info!(created = ?s.created, deleted = ?s.deleted, shards = s.shards, "shard sync");
                     }
                     Ok(_) => {}
+                    Err(e) if e.is_fatal() => {
+                        failure.raise(format!("shard sync: {e}"));
+                        break;
+                    }
                     Err(e) => tracing::warn!("shard sync failed, will retry: {e}"),
                 }
             }
@@ -235,7 +248,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         workers_shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         stats: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
-        failure: Failure::default(),
+        failure,
     };
     let mut coordinator = LeaseCoordinator::new(
         store,

@@ -45,6 +45,18 @@ pub enum SyncError {
     Lease(#[from] LeaseError),
 }
 
+impl SyncError {
+    /// Whether retrying cannot help: the stream is gone (or was never there), access is
+    /// denied, the lease table is gone.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Source(SourceError::NotFound(_) | SourceError::Fatal(_))
+                | SyncError::Lease(LeaseError::Fatal(_))
+        )
+    }
+}
+
 /// Where a new lease starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {

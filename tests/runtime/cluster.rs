@@ -36,6 +36,8 @@ enum Backend {
         stream: AwsStream,
         /// The Kinesis endpoint shoal is given (the emulator, or a fault proxy before it).
         kinesis_endpoint: String,
+        /// The DynamoDB endpoint shoal is given (likewise).
+        dynamodb_endpoint: String,
     },
 }
 
@@ -72,6 +74,7 @@ impl Cluster {
         }
         let stream = emulators.create_stream(shards);
         let kinesis_endpoint = emulators.kinesis_endpoint().to_string();
+        let dynamodb_endpoint = stream.dynamodb_endpoint.clone();
         Self {
             dir,
             lease_duration,
@@ -79,6 +82,7 @@ impl Cluster {
             backend: Backend::Aws {
                 stream,
                 kinesis_endpoint,
+                dynamodb_endpoint,
             },
             plugin: None,
             plugin_settings: String::new(),
@@ -105,6 +109,16 @@ impl Cluster {
                 kinesis_endpoint, ..
             } => *kinesis_endpoint = endpoint.to_string(),
             Backend::Local => panic!("a local cluster has no Kinesis endpoint"),
+        }
+    }
+
+    /// Point the workers started from now on at another DynamoDB endpoint (a fault proxy).
+    pub fn set_dynamodb_endpoint(&mut self, endpoint: &str) {
+        match &mut self.backend {
+            Backend::Aws {
+                dynamodb_endpoint, ..
+            } => *dynamodb_endpoint = endpoint.to_string(),
+            Backend::Local => panic!("a local cluster has no DynamoDB endpoint"),
         }
     }
 
@@ -214,6 +228,7 @@ path = "state/leases.db""#
             Backend::Aws {
                 stream,
                 kinesis_endpoint,
+                dynamodb_endpoint,
             } => format!(
                 r#"[source]
 kind = "kinesis"
@@ -228,7 +243,7 @@ region = "us-east-1"
 endpoint = "{dynamodb}""#,
                 name = stream.name,
                 table = stream.table,
-                dynamodb = stream.dynamodb_endpoint,
+                dynamodb = dynamodb_endpoint,
             ),
         }
     }
@@ -291,11 +306,29 @@ endpoint = "{dynamodb}""#,
         }
     }
 
+    /// Wait for a worker to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, worker: &str, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.workers.get_mut(worker).expect("worker");
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.workers.remove(worker);
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{worker} still running after {timeout:?}\n{}",
+                tail(&self.log(worker), 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log(&self, worker: &str) -> String {
         std::fs::read_to_string(self.path(&format!("logs/{worker}.log"))).unwrap_or_default()
     }
 
-    /// Every archived record, per shard, in file order. The files are live: a line the
+    /// Every archived record, per shard, in file order (batch logs skipped). The files are live: a line the
     /// guest is still writing (no newline yet) is not read; every complete line must be
     /// a whole record.
     pub fn archived(&self) -> BTreeMap<String, Vec<Archived>> {
@@ -307,6 +340,9 @@ endpoint = "{dynamodb}""#,
                 .and_then(|s| s.to_str())
                 .expect("name")
                 .to_string();
+            if shard.starts_with("batches-") {
+                continue; // the archive plugin's per-worker batch log, not records
+            }
             let text = std::fs::read_to_string(&path).expect("read archive");
             let records = complete_lines(&text)
                 .map(|l| {

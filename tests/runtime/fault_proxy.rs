@@ -1,6 +1,7 @@
-//! A small fault-injecting HTTP/1.1 proxy in front of a Kinesis emulator (the emulators
-//! never throttle): per request it forwards, answers a throttling error, answers a 5xx, or
-//! drops the connection, following a deterministic plan over the request count.
+//! A small fault-injecting HTTP/1.1 proxy in front of a Kinesis or DynamoDB emulator (the
+//! emulators never throttle): per request it forwards, answers a throttling error, answers
+//! a 5xx, drops the connection, forwards late, or never answers, following a deterministic
+//! plan over the request count.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -15,6 +16,10 @@ pub enum Fault {
     Throttle,
     ServerError,
     Drop,
+    /// Forward, but answer only after this long.
+    Delay(Duration),
+    /// Read the request and never answer (the connection stays open for a minute).
+    Hang,
 }
 
 /// Counts of what was injected.
@@ -24,6 +29,8 @@ pub struct FaultCounts {
     pub throttled: AtomicU64,
     pub server_errors: AtomicU64,
     pub dropped: AtomicU64,
+    pub delayed: AtomicU64,
+    pub hung: AtomicU64,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -74,11 +81,13 @@ impl FaultProxy {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         format!(
-            "{} faultable requests: {} throttled, {} 5xx, {} dropped",
+            "{} faultable requests: {} throttled, {} 5xx, {} dropped, {} delayed, {} hung",
             c.requests.load(Ordering::Relaxed),
             c.throttled.load(Ordering::Relaxed),
             c.server_errors.load(Ordering::Relaxed),
-            c.dropped.load(Ordering::Relaxed)
+            c.dropped.load(Ordering::Relaxed),
+            c.delayed.load(Ordering::Relaxed),
+            c.hung.load(Ordering::Relaxed)
         )
     }
 }
@@ -178,6 +187,20 @@ fn serve(
             }
             Fault::Drop => {
                 counts.dropped.fetch_add(1, Ordering::Relaxed);
+                let _ = writer.shutdown(Shutdown::Both);
+                return;
+            }
+            Fault::Delay(delay) => {
+                counts.delayed.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(delay);
+                match forward(upstream, &request) {
+                    Some(r) => r,
+                    None => return,
+                }
+            }
+            Fault::Hang => {
+                counts.hung.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_secs(60));
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }

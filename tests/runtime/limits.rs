@@ -172,7 +172,11 @@ fn compiled_plugins_are_cached_and_a_bad_cache_entry_is_recompiled() {
             .expect("meta")
             .permissions()
             .mode();
-        assert_eq!(mode & 0o077, 0, "a cache dir shoal creates is private, mode {mode:o}");
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "a cache dir shoal creates is private, mode {mode:o}"
+        );
     }
 }
 

@@ -17,6 +17,7 @@ mod hot_swap;
 mod http;
 mod http_sinks;
 mod inspect;
+mod lease_faults;
 mod limits;
 mod replay;
 mod sandbox;

@@ -5,7 +5,11 @@
 //! Settings: `dir` (the guest path of a read-write directory the host grants; default
 //! `/archive`), `sync` (`true` to fsync after every batch; default `false`),
 //! `trap_per_mille` (chaos tests: trap on that many batches in 1,000, at random, before
-//! writing anything, so a retry on a fresh instance writes the batch once; default 0).
+//! writing anything, so a retry on a fresh instance writes the batch once; default 0),
+//! `worker` (lease tests: when set, every written batch also appends one line
+//! `{"worker","shard","start_ms","end_ms","first","last","records"}` to
+//! `<dir>/batches-<worker>.jsonl`, so a checker can prove no two workers processed one
+//! shard at overlapping times).
 //! The batch is written with one append and flushed before `batch-end` is returned, so
 //! everything the host checkpoints is in the file.
 //!
@@ -29,6 +33,16 @@ struct Archive {
     sync: bool,
     trap_per_mille: u64,
     line: Vec<u8>,
+    /// `(worker id, its batch log)` when `worker` is set.
+    batch_log: Option<(String, File)>,
+}
+
+/// Wall-clock milliseconds since the epoch (WASI's wall clock: the host's).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A random number in 0..1000 (std's hasher keys come from WASI's random source).
@@ -47,9 +61,22 @@ impl Processor for Archive {
             .append(true)
             .open(&path)
             .map_err(|e| ProcessError::Fatal(format!("cannot open {path} for appending (is `{dir}` granted read-write?): {e}")))?;
+        let batch_log = match settings.get("worker") {
+            Some(worker) => {
+                let log = format!("{dir}/batches-{worker}.jsonl");
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .map_err(|e| ProcessError::Fatal(format!("cannot open {log} for appending: {e}")))?;
+                Some((worker.to_string(), file))
+            }
+            None => None,
+        };
         Ok(Archive {
             file,
             path,
+            batch_log,
             sync: settings.parse_or("sync", false)?,
             trap_per_mille: settings.parse_or("trap_per_mille", 0)?,
             line: Vec::with_capacity(64 * 1024),
@@ -60,6 +87,7 @@ impl Processor for Archive {
         if self.trap_per_mille > 0 && draw_per_mille() < self.trap_per_mille {
             panic!("chaos: injected trap ({} per mille of batches)", self.trap_per_mille);
         }
+        let start_ms = now_ms();
         self.line.clear();
         for r in &batch.records {
             let value = serde_json::json!({
@@ -85,6 +113,22 @@ impl Processor for Archive {
         }
         if self.sync {
             self.file.sync_data().map_err(|e| ProcessError::Retry(format!("cannot sync {}: {e}", self.path)))?;
+        }
+        if let Some((worker, log)) = &mut self.batch_log
+            && let (Some(first), Some(last)) = (batch.records.first(), batch.records.last())
+        {
+            let line = serde_json::json!({
+                "worker": worker,
+                "shard": shard.shard_id,
+                "start_ms": start_ms,
+                "end_ms": now_ms(),
+                "first": first.sequence_number,
+                "last": last.sequence_number,
+                "records": batch.records.len(),
+            });
+            let mut text = line.to_string();
+            text.push('\n');
+            log.write_all(text.as_bytes()).map_err(|e| ProcessError::Retry(format!("cannot append to the batch log: {e}")))?;
         }
         Ok(CheckpointDirective::BatchEnd)
     }
