@@ -260,3 +260,50 @@ fn a_deleted_stream_stops_the_consumer_with_a_clear_error() {
         c.leases()
     );
 }
+
+/// Batches slower than the lease (4 s against 3 s) are legal: a worker joining asks for a
+/// lease and must not take it while its owner is still in a batch. The owner hands the
+/// lease over at its batch boundary (the asker waits `lease_duration` + the deadline
+/// before stealing, and even a stolen lease is processed only once its owner must have
+/// fenced itself), so the batch logs show no overlap and nothing is lost.
+#[test]
+fn batches_slower_than_the_lease_are_handed_over_without_overlap() {
+    let _one_at_a_time = exclusive();
+    const SLOW_SHARDS: usize = 2;
+    let mut c = Cluster::local(SLOW_SHARDS, LEASE);
+    for s in 0..SLOW_SHARDS {
+        c.produce(s, 0, 40);
+    }
+    let settings = |w: &str| format!("worker = \"{w}\"\nsleep_ms = \"4000\"");
+    c.set_plugin(&crate::fixtures::plugin_path("archive"), &settings("w1"));
+    c.start_with("w1", "max_records = 10");
+    c.wait_for("w1 to hold both leases", Duration::from_secs(60), |c| {
+        c.owners().get("w1") == Some(&SLOW_SHARDS)
+    });
+    c.set_plugin(&crate::fixtures::plugin_path("archive"), &settings("w2"));
+    c.start_with("w2", "max_records = 10");
+    c.wait_for("a 1/1 split", Duration::from_secs(60), |c| {
+        let o = c.owners();
+        o.get("w1") == Some(&1) && o.get("w2") == Some(&1)
+    });
+    c.wait_for("every record archived", Duration::from_secs(120), |c| {
+        c.has_last_records(SLOW_SHARDS, 40)
+    });
+    for w in ["w1", "w2"] {
+        c.terminate(w);
+    }
+    assert_complete_in_order(&c.archived(), SLOW_SHARDS, 40);
+    let spans = batch_spans(&c);
+    let by_w2 = spans
+        .values()
+        .flatten()
+        .filter(|s| s.worker == "w2")
+        .count();
+    assert!(by_w2 > 0, "w2 processed the lease it was handed: {spans:?}");
+    let found = overlaps(&spans);
+    assert!(
+        found.is_empty(),
+        "two workers processed one shard at once:\n{}",
+        found.join("\n")
+    );
+}

@@ -9,7 +9,8 @@
 //! `worker` (lease tests: when set, every written batch also appends one line
 //! `{"worker","shard","start_ms","end_ms","first","last","records"}` to
 //! `<dir>/batches-<worker>.jsonl`, so a checker can prove no two workers processed one
-//! shard at overlapping times).
+//! shard at overlapping times), `sleep_ms` (lease tests: sleep this long at the start
+//! of every batch, a slow but legal processor; default 0).
 //! The batch is written with one append and flushed before `batch-end` is returned, so
 //! everything the host checkpoints is in the file.
 //!
@@ -35,6 +36,7 @@ struct Archive {
     line: Vec<u8>,
     /// `(worker id, its batch log)` when `worker` is set.
     batch_log: Option<(String, File)>,
+    sleep: std::time::Duration,
 }
 
 /// Wall-clock milliseconds since the epoch (WASI's wall clock: the host's).
@@ -77,6 +79,7 @@ impl Processor for Archive {
             file,
             path,
             batch_log,
+            sleep: std::time::Duration::from_millis(settings.parse_or("sleep_ms", 0)?),
             sync: settings.parse_or("sync", false)?,
             trap_per_mille: settings.parse_or("trap_per_mille", 0)?,
             line: Vec::with_capacity(64 * 1024),
@@ -88,6 +91,9 @@ impl Processor for Archive {
             panic!("chaos: injected trap ({} per mille of batches)", self.trap_per_mille);
         }
         let start_ms = now_ms();
+        if !self.sleep.is_zero() {
+            std::thread::sleep(self.sleep);
+        }
         self.line.clear();
         for r in &batch.records {
             let value = serde_json::json!({
