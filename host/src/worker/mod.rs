@@ -9,6 +9,7 @@
 
 pub mod checkpointer;
 pub mod pacing;
+pub mod resume;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::{Disposition, ShardProcessor, backoff};
 use crate::kpl;
 use crate::lease::coordinator::HeldLease;
-use crate::lease::{Checkpoint, LeaseStore, compare_sequence_numbers};
+use crate::lease::{Checkpoint, LeaseStore};
 use crate::plugin::bindings::{
     Batch, CheckpointDirective, KinesisRecord, Position, ShutdownReason,
 };
-use crate::source::{ShardSource, SourceError, StartPosition};
+use crate::source::{Fetched, ShardSource, SourceError, SourceRecord, StartPosition};
 use checkpointer::Checkpointer;
+use resume::Resume;
 
 /// How a shard worker behaves.
 #[derive(Debug, Clone)]
@@ -71,15 +73,6 @@ pub struct WorkerStats {
     pub batches: std::sync::atomic::AtomicU64,
     /// Milliseconds behind the tip after the last fetch.
     pub millis_behind: std::sync::atomic::AtomicU64,
-}
-
-/// Records at or before this position are skipped after a (re)start or a rewind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SkipThrough {
-    sequence: String,
-    /// Skip sub-records up to this one; `None`: skip none of this sequence's (a rewind
-    /// to sub-sequence 0).
-    sub_sequence: Option<u64>,
 }
 
 /// Processes one shard for as long as this worker holds its lease.
@@ -149,192 +142,79 @@ impl ShardWorker {
         let lease = self.held.snapshot().await;
         let mut checkpointer =
             Checkpointer::new(self.settings.checkpoint_interval, lease.checkpoint.clone());
-        if lease.is_finished() {
-            return self.finish_shard_end(&mut checkpointer).await;
-        }
-        // `position` and `resume_skip` say where to re-acquire an iterator (after an
-        // expired one); `skip` applies only to the first fetch after an acquire, since an
-        // iterator from GetRecords already starts past what was processed.
+        let exit = if lease.is_finished() {
+            WorkerExit::ShardEnd
+        } else {
+            self.read_until_stopped(&lease.checkpoint, &mut checkpointer)
+                .await
+        };
+        self.stop(exit, &mut checkpointer).await
+    }
+
+    /// The fetch loop: fetch, de-aggregate and trim, deliver, apply the directive,
+    /// checkpoint, pace — until something stops it; returns why (`stop` acts on it).
+    async fn read_until_stopped(
+        &mut self,
+        checkpoint: &Checkpoint,
+        checkpointer: &mut Checkpointer,
+    ) -> WorkerExit {
         if let Step::Stop(exit) = self.wait_out_previous_holder().await {
-            return self.stop(exit, &mut checkpointer).await;
+            return exit;
         }
-        let (mut position, mut skip) = self.start_position(&lease.checkpoint);
-        let mut resume_skip = skip.clone();
-        tracing::info!(checkpoint = %lease.checkpoint, "shard worker starting");
-        let mut iterator = match self.acquire_iterator(&position).await {
+        let mut resume = Resume::from_checkpoint(checkpoint, &self.settings.initial_position);
+        tracing::info!(checkpoint = %checkpoint, "shard worker starting");
+        let mut iterator = match self.acquire(&mut resume).await {
             Step::Go(it) => it,
-            Step::Stop(exit) => return self.stop(exit, &mut checkpointer).await,
+            Step::Stop(exit) => return exit,
         };
-        // Either a lost lease or shutdown interrupts a batch still waiting to be retried.
-        let interrupt = CancellationToken::new();
-        let _interrupt_guard = {
-            let (lost, shutdown, interrupt) = (
-                self.held.lost().clone(),
-                self.shutdown.clone(),
-                interrupt.clone(),
-            );
-            let task = tokio::spawn(async move {
-                tokio::select! { _ = lost.cancelled() => {}, _ = shutdown.cancelled() => {} }
-                interrupt.cancel();
-            });
-            AbortOnDrop(task)
-        };
+        let (interrupt, _interrupt_guard) = self.interrupt_on_loss_or_shutdown();
         let mut failures: u32 = 0;
         loop {
-            let fetched = tokio::select! {
-                biased;
-                _ = self.held.lost().cancelled() => return WorkerExit::LeaseLost,
-                _ = self.shutdown.cancelled() => return self.stop(WorkerExit::Shutdown, &mut checkpointer).await,
-                r = self.source.fetch(&iterator, self.settings.max_records) => r,
-            };
-            // The fetch was sent just before it returned; pacing counts from here.
-            let called_at = Instant::now();
-            let fetched = match fetched {
-                Ok(f) => {
-                    failures = 0;
-                    f
-                }
-                Err(SourceError::ExpiredIterator) => {
-                    tracing::info!(
-                        "shard iterator expired; re-acquiring from the last processed record"
-                    );
-                    iterator = match self.acquire_iterator(&position).await {
-                        Step::Go(it) => it,
-                        Step::Stop(exit) => return self.stop(exit, &mut checkpointer).await,
-                    };
-                    skip = resume_skip.clone();
-                    continue;
-                }
-                Err(SourceError::NotFound(e)) => match self.confirm_gone(&e).await {
-                    Gone::Shard => return self.finish_shard_end(&mut checkpointer).await,
-                    Gone::Stream(message) => {
-                        return self.fail(message, &mut checkpointer).await;
-                    }
-                    Gone::Not => {
-                        failures += 1;
-                        if let Step::Stop(exit) = self.pause(self.backoff(failures)).await {
-                            return self.stop(exit, &mut checkpointer).await;
-                        }
-                        continue;
-                    }
-                },
-                Err(SourceError::Fatal(e)) => {
-                    let message = format!("cannot read shard {}: {e}", self.held.key());
-                    return self.fail(message, &mut checkpointer).await;
-                }
-                Err(e) => {
-                    failures += 1;
-                    let delay = self.backoff(failures);
-                    tracing::warn!(
-                        attempt = failures,
-                        delay_ms = delay.as_millis() as u64,
-                        "fetch failed: {e}"
-                    );
-                    if let Step::Stop(exit) = self.pause(delay).await {
-                        return self.stop(exit, &mut checkpointer).await;
-                    }
-                    continue;
-                }
-            };
-            self.stats.millis_behind.store(
-                fetched.millis_behind_latest,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            let mut records = Vec::with_capacity(fetched.records.len());
-            for record in fetched.records {
-                kpl::deaggregate_into(record, self.held.key(), &mut records);
-            }
-            if let Some(s) = &skip {
-                // Records come in sequence order: what to skip is a prefix.
-                let already = records.iter().take_while(|r| skipped(s, r)).count();
-                records.drain(..already);
-                if records
-                    .first()
-                    .is_some_and(|r| r.sequence_number != s.sequence)
-                {
-                    skip = None;
-                }
-            }
-            let fetched_count = records.len();
-            let last = records.last().map(|r| Position {
-                sequence_number: r.sequence_number.clone(),
-                sub_sequence_number: r.sub_sequence_number,
-            });
-
+            let (fetched, called_at) =
+                match self.fetch(&mut iterator, &mut resume, &mut failures).await {
+                    Step::Go(Some(fetched)) => fetched,
+                    Step::Go(None) => continue, // handled a failure; fetch again
+                    Step::Stop(exit) => return exit,
+                };
+            let records = self.user_records(fetched.records, &mut resume);
+            let delivered = records.len();
             if !records.is_empty() || self.settings.deliver_empty_batches {
-                if !self.held.may_process() {
-                    // Past the self-fence deadline: a peer may own the shard soon.
-                    return WorkerExit::LeaseLost;
-                }
                 let batch = Arc::new(Batch {
                     records,
                     millis_behind_latest: fetched.millis_behind_latest,
                 });
-                let report = match self.processor.process(Arc::clone(&batch), &interrupt).await {
-                    Ok(report) => report,
-                    Err(_cancelled) if self.held.lost().is_cancelled() => {
-                        return WorkerExit::LeaseLost;
-                    }
-                    Err(_cancelled) => {
-                        return self.stop(WorkerExit::Shutdown, &mut checkpointer).await;
-                    }
-                };
-                if self.held.lost().is_cancelled() {
-                    // Lost while the guest ran: its result must not be checkpointed.
-                    return WorkerExit::LeaseLost;
-                }
-                self.stats.records.fetch_add(
-                    batch.records.len() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                self.stats
-                    .batches
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let directive = match &report.disposition {
-                    Disposition::Processed(d) => d.clone(),
-                    // Dead-lettered batches are on disk: move past them.
-                    Disposition::DeadLettered(_) | Disposition::GaveUp => {
-                        CheckpointDirective::BatchEnd
-                    }
-                };
-                match self.apply(&directive, &batch, &mut checkpointer) {
-                    Applied::Continue => {
-                        if let Some(p) = &last {
-                            position = StartPosition::AtSequence(p.sequence_number.clone());
-                            resume_skip = Some(SkipThrough {
-                                sequence: p.sequence_number.clone(),
-                                sub_sequence: Some(p.sub_sequence_number),
+                match self.deliver(&batch, &interrupt, checkpointer).await {
+                    Step::Go(Applied::Continue) => {
+                        if let Some(last) = batch.records.last() {
+                            resume.delivered_through(&Position {
+                                sequence_number: last.sequence_number.clone(),
+                                sub_sequence_number: last.sub_sequence_number,
                             });
                         }
                     }
-                    Applied::Rewind(to) => {
-                        position = StartPosition::AtSequence(to.sequence_number.clone());
-                        skip = Some(SkipThrough {
-                            sequence: to.sequence_number.clone(),
-                            sub_sequence: to.sub_sequence_number.checked_sub(1),
-                        });
-                        resume_skip = skip.clone();
-                        if let Step::Stop(exit) = self.flush_due(&mut checkpointer).await {
+                    Step::Go(Applied::Rewind(to)) => {
+                        resume.rewind_to(&to);
+                        if let Step::Stop(exit) = self.flush_due(checkpointer).await {
                             return exit;
                         }
-                        iterator = match self.acquire_iterator(&position).await {
+                        iterator = match self.acquire(&mut resume).await {
                             Step::Go(it) => it,
-                            Step::Stop(exit) => return self.stop(exit, &mut checkpointer).await,
+                            Step::Stop(exit) => return exit,
                         };
                         continue;
                     }
+                    Step::Stop(exit) => return exit,
                 }
-                if let Step::Stop(exit) = self.flush_due(&mut checkpointer).await {
+                if let Step::Stop(exit) = self.flush_due(checkpointer).await {
                     return exit;
                 }
             }
-
-            match fetched.next_iterator {
-                None => return self.finish_shard_end(&mut checkpointer).await,
-                Some(next) => iterator = next,
-            }
+            let Some(next) = fetched.next_iterator else {
+                return WorkerExit::ShardEnd;
+            };
+            iterator = next;
             let delay = pacing::next_fetch_delay(
-                fetched_count,
+                delivered,
                 fetched.millis_behind_latest,
                 self.settings.idle_time,
                 Instant::now().duration_since(called_at),
@@ -342,32 +222,149 @@ impl ShardWorker {
             if !delay.is_zero()
                 && let Step::Stop(exit) = self.pause(delay).await
             {
-                return self.stop(exit, &mut checkpointer).await;
+                return exit;
             }
         }
     }
 
-    /// Where to start from a stored checkpoint: always AT the checkpointed sequence
-    /// number, skipping through its sub-sequence, which is right for plain and
-    /// aggregated records alike.
-    fn start_position(&self, checkpoint: &Checkpoint) -> (StartPosition, Option<SkipThrough>) {
-        match checkpoint {
-            Checkpoint::Sequence {
-                sequence,
-                sub_sequence,
-            } => (
-                StartPosition::AtSequence(sequence.clone()),
-                Some(SkipThrough {
-                    sequence: sequence.clone(),
-                    sub_sequence: Some(*sub_sequence),
-                }),
-            ),
-            Checkpoint::TrimHorizon => (StartPosition::TrimHorizon, None),
-            Checkpoint::Latest => (StartPosition::Latest, None),
-            Checkpoint::AtTimestamp | Checkpoint::ShardEnd => {
-                (self.settings.initial_position.clone(), None)
+    /// A token cancelled by a lost lease or shutdown (it interrupts a batch waiting to be
+    /// retried), and the guard that ends its watcher with the worker.
+    fn interrupt_on_loss_or_shutdown(&self) -> (CancellationToken, AbortOnDrop) {
+        let interrupt = CancellationToken::new();
+        let (lost, shutdown, cancel) = (
+            self.held.lost().clone(),
+            self.shutdown.clone(),
+            interrupt.clone(),
+        );
+        let task = tokio::spawn(async move {
+            tokio::select! { _ = lost.cancelled() => {}, _ = shutdown.cancelled() => {} }
+            cancel.cancel();
+        });
+        (interrupt, AbortOnDrop(task))
+    }
+
+    /// One GetRecords call: the records and when the call returned; `None` when a
+    /// failure was handled (backed off, or a new iterator acquired) and the caller
+    /// should fetch again.
+    async fn fetch(
+        &mut self,
+        iterator: &mut String,
+        resume: &mut Resume,
+        failures: &mut u32,
+    ) -> Step<Option<(Fetched, Instant)>> {
+        let result = tokio::select! {
+            biased;
+            _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
+            _ = self.shutdown.cancelled() => return Step::Stop(WorkerExit::Shutdown),
+            r = self.source.fetch(iterator, self.settings.max_records) => r,
+        };
+        // The fetch was sent just before it returned; pacing counts from here.
+        let called_at = Instant::now();
+        match result {
+            Ok(fetched) => {
+                *failures = 0;
+                self.stats.millis_behind.store(
+                    fetched.millis_behind_latest,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                Step::Go(Some((fetched, called_at)))
             }
+            Err(SourceError::ExpiredIterator) => {
+                tracing::info!(
+                    "shard iterator expired; re-acquiring from the last processed record"
+                );
+                match self.acquire(resume).await {
+                    Step::Go(it) => {
+                        *iterator = it;
+                        Step::Go(None)
+                    }
+                    Step::Stop(exit) => Step::Stop(exit),
+                }
+            }
+            Err(SourceError::NotFound(e)) => match self.confirm_gone(&e).await {
+                Gone::Shard => Step::Stop(WorkerExit::ShardEnd),
+                Gone::Stream(message) => Step::Stop(WorkerExit::Failed(message)),
+                Gone::Not => self.back_off(failures, &e).await,
+            },
+            Err(SourceError::Fatal(e)) => Step::Stop(WorkerExit::Failed(format!(
+                "cannot read shard {}: {e}",
+                self.held.key()
+            ))),
+            Err(e) => self.back_off(failures, &e.to_string()).await,
         }
+    }
+
+    /// Count a failed fetch and sleep its back-off (unless stopped meanwhile).
+    async fn back_off<T>(&self, failures: &mut u32, error: &str) -> Step<Option<T>> {
+        *failures += 1;
+        let delay = self.backoff(*failures);
+        tracing::warn!(
+            attempt = *failures,
+            delay_ms = delay.as_millis() as u64,
+            "fetch failed: {error}"
+        );
+        match self.pause(delay).await {
+            Step::Go(()) => Step::Go(None),
+            Step::Stop(exit) => Step::Stop(exit),
+        }
+    }
+
+    /// The records a processor sees from one fetch: de-aggregated, without what was
+    /// processed already.
+    fn user_records(&self, fetched: Vec<SourceRecord>, resume: &mut Resume) -> Vec<KinesisRecord> {
+        let mut records = Vec::with_capacity(fetched.len());
+        for record in fetched {
+            kpl::deaggregate_into(record, self.held.key(), &mut records);
+        }
+        resume.trim(&mut records);
+        records
+    }
+
+    /// Run one batch through the guest (with the processor's retries and poison policy)
+    /// and apply its directive, unless the lease was lost or fenced meanwhile.
+    async fn deliver(
+        &mut self,
+        batch: &Arc<Batch>,
+        interrupt: &CancellationToken,
+        checkpointer: &mut Checkpointer,
+    ) -> Step<Applied> {
+        if !self.held.may_process() {
+            // Past the self-fence deadline: a peer may own the shard soon.
+            return Step::Stop(WorkerExit::LeaseLost);
+        }
+        let report = match self.processor.process(Arc::clone(batch), interrupt).await {
+            Ok(report) => report,
+            Err(_cancelled) if self.held.lost().is_cancelled() => {
+                return Step::Stop(WorkerExit::LeaseLost);
+            }
+            Err(_cancelled) => return Step::Stop(WorkerExit::Shutdown),
+        };
+        if self.held.lost().is_cancelled() {
+            // Lost while the guest ran: its result must not be checkpointed.
+            return Step::Stop(WorkerExit::LeaseLost);
+        }
+        self.stats.records.fetch_add(
+            batch.records.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.stats
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let directive = match &report.disposition {
+            Disposition::Processed(d) => d.clone(),
+            // Dead-lettered batches are on disk: move past them.
+            Disposition::DeadLettered(_) | Disposition::GaveUp => CheckpointDirective::BatchEnd,
+        };
+        Step::Go(self.apply(&directive, batch, checkpointer))
+    }
+
+    /// A new iterator where `resume` says.
+    async fn acquire(&self, resume: &mut Resume) -> Step<String> {
+        let step = self.acquire_iterator(resume.position()).await;
+        if let Step::Go(_) = step {
+            resume.acquired();
+        }
+        step
     }
 
     fn apply(
@@ -652,63 +649,11 @@ enum Gone {
     Not,
 }
 
-fn skipped(skip: &SkipThrough, record: &KinesisRecord) -> bool {
-    match compare_sequence_numbers(&record.sequence_number, &skip.sequence) {
-        std::cmp::Ordering::Less => true,
-        std::cmp::Ordering::Equal => skip
-            .sub_sequence
-            .is_some_and(|s| record.sub_sequence_number <= s),
-        std::cmp::Ordering::Greater => false,
-    }
-}
-
 /// Aborts a helper task when the worker returns.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(seq: &str, sub: u64) -> KinesisRecord {
-        KinesisRecord {
-            partition_key: "k".into(),
-            sequence_number: seq.into(),
-            sub_sequence_number: sub,
-            approximate_arrival_ms: 0,
-            explicit_hash_key: None,
-            data: vec![],
-        }
-    }
-
-    #[test]
-    fn restarts_skip_through_the_checkpointed_sub_record() {
-        let skip = SkipThrough {
-            sequence: "20".into(),
-            sub_sequence: Some(1),
-        };
-        assert!(skipped(&skip, &rec("19", 5)));
-        assert!(skipped(&skip, &rec("20", 0)));
-        assert!(skipped(&skip, &rec("20", 1)));
-        assert!(!skipped(&skip, &rec("20", 2)));
-        assert!(
-            !skipped(&skip, &rec("100", 0)),
-            "numeric, not string, order"
-        );
-    }
-
-    #[test]
-    fn a_rewind_to_sub_zero_skips_nothing_of_that_record() {
-        let skip = SkipThrough {
-            sequence: "20".into(),
-            sub_sequence: None,
-        };
-        assert!(!skipped(&skip, &rec("20", 0)));
-        assert!(skipped(&skip, &rec("19", 0)));
     }
 }
