@@ -204,6 +204,51 @@ impl Validator<'_> {
         source: file::SourceFile,
         leases: file::LeasesFile,
     ) -> Result<ConsumerSettings, ConfigError> {
+        let application = self.application(&c)?;
+        let initial_position = self.initial_position(&c)?;
+        let max_records = match &c.max_records {
+            Some(n) if !(1..=10_000).contains(n.get_ref()) => {
+                return Err(self.error(
+                    Some(n.span()),
+                    "consumer.max_records",
+                    "must be 1 to 10000 (the GetRecords limit)".into(),
+                ));
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => defaults::MAX_RECORDS,
+        };
+        let lease_duration = self.lease_duration(&c)?;
+        let source = self.source_settings(source)?;
+        let leases = self.lease_store_settings(leases, &application)?;
+        Ok(ConsumerSettings {
+            application,
+            worker_id: c
+                .worker_id
+                .filter(|w| !w.trim().is_empty())
+                .unwrap_or_else(default_worker_id),
+            initial_position,
+            max_records,
+            idle_time_between_reads: c
+                .idle_time_between_reads
+                .unwrap_or(defaults::IDLE_TIME_BETWEEN_READS),
+            lease_duration,
+            max_leases_per_worker: c
+                .max_leases_per_worker
+                .map(|n| *n.get_ref() as usize)
+                .filter(|n| *n > 0),
+            shard_sync_interval: c
+                .shard_sync_interval
+                .unwrap_or(defaults::SHARD_SYNC_INTERVAL),
+            checkpoint_interval: c.checkpoint_interval.unwrap_or_default(),
+            deliver_empty_batches: c.deliver_empty_batches.unwrap_or(false),
+            shutdown_timeout: c.shutdown_timeout.unwrap_or(defaults::SHUTDOWN_TIMEOUT),
+            source,
+            leases,
+        })
+    }
+
+    /// `consumer.application`: it names the lease table, so it must be a safe name.
+    fn application(&self, c: &file::ConsumerFile) -> Result<String, ConfigError> {
         let application = c.application.get_ref().trim().to_string();
         if application.is_empty()
             || !application
@@ -212,6 +257,11 @@ impl Validator<'_> {
         {
             return Err(self.error(Some(c.application.span()), "consumer.application", "must be non-empty and use only letters, digits, '-', '_' and '.' (it names the lease table)".into()));
         }
+        Ok(application)
+    }
+
+    /// `consumer.initial_position` (and `initial_timestamp` for `AT_TIMESTAMP`).
+    fn initial_position(&self, c: &file::ConsumerFile) -> Result<InitialPosition, ConfigError> {
         let initial_position = match c
             .initial_position
             .as_ref()
@@ -244,17 +294,11 @@ impl Validator<'_> {
                 ));
             }
         };
-        let max_records = match &c.max_records {
-            Some(n) if !(1..=10_000).contains(n.get_ref()) => {
-                return Err(self.error(
-                    Some(n.span()),
-                    "consumer.max_records",
-                    "must be 1 to 10000 (the GetRecords limit)".into(),
-                ));
-            }
-            Some(n) => *n.get_ref() as usize,
-            None => defaults::MAX_RECORDS,
-        };
+        Ok(initial_position)
+    }
+
+    /// `consumer.lease_duration`, and the other consumer durations that must not be 0.
+    fn lease_duration(&self, c: &file::ConsumerFile) -> Result<std::time::Duration, ConfigError> {
         let lease_duration = c.lease_duration.unwrap_or(defaults::LEASE_DURATION);
         if lease_duration < std::time::Duration::from_secs(1) {
             return Err(self.error(
@@ -275,6 +319,11 @@ impl Validator<'_> {
                 ));
             }
         }
+        Ok(lease_duration)
+    }
+
+    /// `[source]`: Kinesis or a local directory.
+    fn source_settings(&self, source: file::SourceFile) -> Result<SourceSettings, ConfigError> {
         let source = match source.kind.get_ref().as_str() {
             "kinesis" => {
                 if source.stream_name.is_none() && source.stream_arn.is_none() {
@@ -318,9 +367,18 @@ impl Validator<'_> {
                 ));
             }
         };
+        Ok(source)
+    }
+
+    /// `[leases]`: DynamoDB or SQLite.
+    fn lease_store_settings(
+        &self,
+        leases: file::LeasesFile,
+        application: &str,
+    ) -> Result<LeaseStoreSettings, ConfigError> {
         let leases = match leases.kind.get_ref().as_str() {
             "dynamodb" => LeaseStoreSettings::DynamoDb {
-                table: leases.table.unwrap_or_else(|| application.clone()),
+                table: leases.table.unwrap_or_else(|| application.to_string()),
                 region: leases.region,
                 endpoint: leases.endpoint,
             },
@@ -344,31 +402,7 @@ impl Validator<'_> {
                 ));
             }
         };
-        Ok(ConsumerSettings {
-            application,
-            worker_id: c
-                .worker_id
-                .filter(|w| !w.trim().is_empty())
-                .unwrap_or_else(default_worker_id),
-            initial_position,
-            max_records,
-            idle_time_between_reads: c
-                .idle_time_between_reads
-                .unwrap_or(defaults::IDLE_TIME_BETWEEN_READS),
-            lease_duration,
-            max_leases_per_worker: c
-                .max_leases_per_worker
-                .map(|n| *n.get_ref() as usize)
-                .filter(|n| *n > 0),
-            shard_sync_interval: c
-                .shard_sync_interval
-                .unwrap_or(defaults::SHARD_SYNC_INTERVAL),
-            checkpoint_interval: c.checkpoint_interval.unwrap_or_default(),
-            deliver_empty_batches: c.deliver_empty_batches.unwrap_or(false),
-            shutdown_timeout: c.shutdown_timeout.unwrap_or(defaults::SHUTDOWN_TIMEOUT),
-            source,
-            leases,
-        })
+        Ok(leases)
     }
 
     /// `plugin.sandbox.http`, `tcp` and `udp`: each entry parsed, errors at its line.
@@ -409,7 +443,20 @@ impl Validator<'_> {
         if let Some(d) = p.reload_debounce {
             settings.reload_debounce = d;
         }
-        for (key, value) in p.settings {
+        settings.guest_settings = self.guest_settings(p.settings)?;
+        self.sandbox_into(&p.sandbox, &mut settings.sandbox)?;
+        self.limits_into(&p.limits, &mut settings.limits)?;
+        self.failure_into(p.failure, &mut settings.failure)?;
+        Ok(settings)
+    }
+
+    /// `[plugin.settings]`: every value as the text the guest receives.
+    fn guest_settings(
+        &self,
+        values: std::collections::BTreeMap<String, toml::Value>,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut out = Vec::with_capacity(values.len());
+        for (key, value) in values {
             let text = match value {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
@@ -427,21 +474,31 @@ impl Validator<'_> {
                     });
                 }
             };
-            settings.guest_settings.push((key, text));
+            out.push((key, text));
         }
+        Ok(out)
+    }
 
-        settings.sandbox.egress = self.egress(&p.sandbox)?;
-        for name in &p.sandbox.env_inherit {
+    /// `[plugin.sandbox]`: outbound grants, environment variables, directories.
+    fn sandbox_into(
+        &self,
+        p: &file::SandboxFile,
+        sandbox: &mut SandboxSettings,
+    ) -> Result<(), ConfigError> {
+        sandbox.egress = self.egress(p)?;
+        for name in &p.env_inherit {
             match std::env::var(name) {
-                Ok(value) => settings.sandbox.env.push((name.clone(), value)),
+                Ok(value) => sandbox.env.push((name.clone(), value)),
                 Err(_) => tracing::warn!(
                     config = %self.path.display(),
                     "plugin.sandbox.env_inherit names {name}, which is not set in shoal's environment; the guest will not see it"
                 ),
             }
         }
-        settings.sandbox.env.extend(p.sandbox.env);
-        for dir in &p.sandbox.dirs {
+        sandbox
+            .env
+            .extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for dir in &p.dirs {
             let span = dir.span();
             let dir = dir.get_ref();
             let host = self.resolve(&dir.host);
@@ -466,14 +523,22 @@ impl Validator<'_> {
                         .unwrap_or_default()
                 )
             });
-            settings.sandbox.dirs.push(DirGrant {
+            sandbox.dirs.push(DirGrant {
                 host,
                 guest,
                 mode: dir.mode,
             });
         }
+        Ok(())
+    }
 
-        if let Some(memory) = &p.limits.memory {
+    /// `[plugin.limits]`: memory (1 MiB to 4 GiB) and the per-call deadline (above 0s).
+    fn limits_into(
+        &self,
+        p: &file::LimitsFile,
+        limits: &mut LimitSettings,
+    ) -> Result<(), ConfigError> {
+        if let Some(memory) = &p.memory {
             let bytes = match memory.get_ref() {
                 toml::Value::String(s) => parse_bytes(s),
                 toml::Value::Integer(i) => {
@@ -482,6 +547,13 @@ impl Validator<'_> {
                 _ => Err("must be a size such as \"256MiB\" or a number of bytes".to_string()),
             }
             .map_err(|m| self.error(Some(memory.span()), "plugin.limits.memory", m))?;
+            if bytes > 4 << 30 {
+                return Err(self.error(
+                    Some(memory.span()),
+                    "plugin.limits.memory",
+                    format!("{bytes} bytes is above 4GiB, the most a 32-bit WebAssembly memory can address"),
+                ));
+            }
             if bytes < 1 << 20 {
                 return Err(self.error(
                     Some(memory.span()),
@@ -489,9 +561,9 @@ impl Validator<'_> {
                     format!("{bytes} bytes is below the 1MiB minimum a component needs"),
                 ));
             }
-            settings.limits.memory_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+            limits.memory_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
         }
-        if let Some(deadline) = p.limits.deadline {
+        if let Some(deadline) = p.deadline {
             if deadline.is_zero() {
                 return Err(self.error(
                     find_line_span(self.source, "deadline"),
@@ -499,10 +571,17 @@ impl Validator<'_> {
                     "must be longer than 0s".into(),
                 ));
             }
-            settings.limits.deadline = deadline;
+            limits.deadline = deadline;
         }
+        Ok(())
+    }
 
-        let f = p.failure;
+    /// `[plugin.failure]`: retries, back-off and the poison policy.
+    fn failure_into(
+        &self,
+        f: file::FailureFile,
+        failure: &mut FailurePolicy,
+    ) -> Result<(), ConfigError> {
         if let Some(n) = &f.max_attempts {
             if *n.get_ref() == 0 {
                 return Err(self.error(
@@ -511,22 +590,22 @@ impl Validator<'_> {
                     "must be at least 1".into(),
                 ));
             }
-            settings.failure.max_attempts = *n.get_ref();
+            failure.max_attempts = *n.get_ref();
         }
         if let Some(d) = f.backoff_initial {
-            settings.failure.backoff_initial = d;
+            failure.backoff_initial = d;
         }
         if let Some(d) = f.backoff_max {
-            settings.failure.backoff_max = d;
+            failure.backoff_max = d;
         }
-        if settings.failure.backoff_max < settings.failure.backoff_initial {
+        if failure.backoff_max < failure.backoff_initial {
             return Err(self.error(
                 find_line_span(self.source, "backoff_max"),
                 "plugin.failure.backoff_max",
                 "must not be shorter than backoff_initial".into(),
             ));
         }
-        settings.failure.poison = match (
+        failure.poison = match (
             f.poison.as_ref().map(|p| (*p.get_ref(), p.span())),
             &f.dead_letter_dir,
         ) {
@@ -545,7 +624,7 @@ impl Validator<'_> {
                 ));
             }
         };
-        Ok(settings)
+        Ok(())
     }
 }
 
@@ -717,6 +796,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("missing [leases]"), "{err}");
+    }
+
+    #[test]
+    fn absurd_memory_limits_are_refused_with_the_reason() {
+        let err = parse_str("[plugin]\npath = \"x.wasm\"\n[plugin.limits]\nmemory = \"64GiB\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("plugin.limits.memory"))
+        );
+        assert!(err.message.contains("above 4GiB"), "{err}");
+        parse_str("[plugin]\npath = \"x.wasm\"\n[plugin.limits]\nmemory = \"4GiB\"\n")
+            .expect("4GiB is the most, and allowed");
     }
 
     /// Settings the lease argument cannot hold with, and zero durations, are refused
