@@ -374,19 +374,40 @@ endpoint = "{dynamodb}""#,
 
     /// The leases as stored now (none before the first worker created them).
     pub fn leases(&self) -> Vec<Lease> {
-        match &self.backend {
-            Backend::Local => {
-                let store = SqliteLeaseStore::open(&self.path("state/leases.db"), "test")
-                    .expect("open store");
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("rt");
-                runtime.block_on(async { store.list().await.unwrap_or_default() })
-            }
-            Backend::Aws { stream, .. } => {
-                let store = DynamoLeaseStore::with_client(stream.dynamodb.clone(), &stream.table);
-                stream.block_on(async { store.list().await.unwrap_or_default() })
+        // Before the first worker created the table (or file) there are no leases; any
+        // other failure to read them fails the test rather than passing for "none".
+        let not_created = |e: &shoal::lease::LeaseError| {
+            let text = e.to_string();
+            text.contains("no such table") || text.contains("ResourceNotFound")
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = match &self.backend {
+                Backend::Local => {
+                    let path = self.path("state/leases.db");
+                    if !path.exists() {
+                        return Vec::new();
+                    }
+                    let store = SqliteLeaseStore::open(&path, "test").expect("open store");
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("rt");
+                    runtime.block_on(store.list())
+                }
+                Backend::Aws { stream, .. } => {
+                    let store =
+                        DynamoLeaseStore::with_client(stream.dynamodb.clone(), &stream.table);
+                    stream.block_on(store.list())
+                }
+            };
+            match listed {
+                Ok(leases) => return leases,
+                Err(e) if not_created(&e) => return Vec::new(),
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("cannot list the leases: {e}"),
             }
         }
     }
