@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of shoal: builds the guest plugins (wasm target included), installs and
 # starts the local AWS emulators (kinesis-mock, kinesalite, DynamoDB Local; npm + Java),
-# installs Redis (Debian's redis-server, for the sink tests, which start their own servers),
+# installs Redis (Debian's redis-server, for the sink tests, which start their own servers)
+# and the aws-kinesis-agg Python package (real KPL aggregates) into target/toolchains,
 # runs the host's unit and integration tests against them, then stops the emulators it
 # started. This is the README's test command; CI calls it.
 #
@@ -34,6 +35,16 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
+
+# Real KPL aggregates for the de-aggregation tests, made by the aws-kinesis-agg package.
+kpl_python="$root/target/toolchains/kpl-python"
+if ! "$kpl_python/bin/python" -c "import aws_kinesis_agg" >/dev/null 2>&1; then
+  echo "==> installing aws-kinesis-agg into $kpl_python"
+  python3 -m venv "$kpl_python"
+  "$kpl_python/bin/pip" install --quiet --disable-pip-version-check \
+    aws-kinesis-agg==1.2.3 protobuf==7.36.2 six==1.17.0
+fi
+export SHOAL_KPL_PYTHON="$kpl_python/bin/python"
 
 echo "==> host unit and integration tests"
 cargo test --workspace --no-fail-fast "$@"

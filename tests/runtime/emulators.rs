@@ -269,6 +269,18 @@ impl AwsStream {
     /// Put `(partition key, data)` records into one shard (explicit hash key), in order;
     /// returns their sequence numbers.
     pub fn put_to_shard(&self, shard: &str, records: Vec<(String, String)>) -> Vec<String> {
+        self.put_bytes_to_shard(
+            shard,
+            records
+                .into_iter()
+                .map(|(pk, data)| (pk, data.into_bytes()))
+                .collect(),
+        )
+    }
+
+    /// Put `(partition key, bytes)` records (KPL aggregates, say) into one shard, in order;
+    /// returns their sequence numbers.
+    pub fn put_bytes_to_shard(&self, shard: &str, records: Vec<(String, Vec<u8>)>) -> Vec<String> {
         let hash = self.target(shard);
         self.put(
             records
@@ -283,12 +295,12 @@ impl AwsStream {
         let _ = self.put(
             records
                 .into_iter()
-                .map(|(pk, data)| (pk, data, None))
+                .map(|(pk, data)| (pk, data.into_bytes(), None))
                 .collect(),
         );
     }
 
-    fn put(&self, records: Vec<(String, String, Option<String>)>) -> Vec<String> {
+    fn put(&self, records: Vec<(String, Vec<u8>, Option<String>)>) -> Vec<String> {
         self.block_on(async {
             let mut sequence_numbers = Vec::new();
             for chunk in records.chunks(500) {
@@ -297,7 +309,7 @@ impl AwsStream {
                     .map(|(pk, data, hash)| {
                         PutRecordsRequestEntry::builder()
                             .partition_key(pk)
-                            .data(Blob::new(data.as_bytes()))
+                            .data(Blob::new(data.clone()))
                             .set_explicit_hash_key(hash.clone())
                             .build()
                             .expect("entry")

@@ -11,6 +11,7 @@ mod redis;
 
 mod consumer_aws;
 mod consumer_local;
+mod directives;
 mod fault_proxy;
 mod faults;
 mod hot_swap;

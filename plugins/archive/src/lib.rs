@@ -10,7 +10,10 @@
 //! `{"worker","shard","start_ms","end_ms","first","last","records"}` to
 //! `<dir>/batches-<worker>.jsonl`, so a checker can prove no two workers processed one
 //! shard at overlapping times), `sleep_ms` (lease tests: sleep this long at the start
-//! of every batch, a slow but legal processor; default 0).
+//! of every batch, a slow but legal processor; default 0), and, for directive tests,
+//! `at_record`, `none_record`, `rewind_record` (a record's data, as text): a batch
+//! holding that record returns `at(<it>)`, `none`, or — once per instance —
+//! `rewind(<it>)` instead of `batch-end`.
 //! The batch is written with one append and flushed before `batch-end` is returned, so
 //! everything the host checkpoints is in the file.
 //!
@@ -37,6 +40,10 @@ struct Archive {
     /// `(worker id, its batch log)` when `worker` is set.
     batch_log: Option<(String, File)>,
     sleep: std::time::Duration,
+    at_record: Option<String>,
+    none_record: Option<String>,
+    rewind_record: Option<String>,
+    rewound: bool,
 }
 
 /// Wall-clock milliseconds since the epoch (WASI's wall clock: the host's).
@@ -80,6 +87,10 @@ impl Processor for Archive {
             path,
             batch_log,
             sleep: std::time::Duration::from_millis(settings.parse_or("sleep_ms", 0)?),
+            at_record: settings.get("at_record").map(str::to_string),
+            none_record: settings.get("none_record").map(str::to_string),
+            rewind_record: settings.get("rewind_record").map(str::to_string),
+            rewound: false,
             sync: settings.parse_or("sync", false)?,
             trap_per_mille: settings.parse_or("trap_per_mille", 0)?,
             line: Vec::with_capacity(64 * 1024),
@@ -136,11 +147,34 @@ impl Processor for Archive {
             text.push('\n');
             log.write_all(text.as_bytes()).map_err(|e| ProcessError::Retry(format!("cannot append to the batch log: {e}")))?;
         }
-        Ok(CheckpointDirective::BatchEnd)
+        Ok(self.directive(&batch))
     }
 
     fn shutdown(&mut self, _shard: &ShardInfo, _reason: ShutdownReason) {
         let _ = self.file.flush();
+    }
+}
+
+impl Archive {
+    /// `batch-end`, unless a record named by a directive setting is in the batch.
+    fn directive(&mut self, batch: &Batch) -> CheckpointDirective {
+        let find = |wanted: &Option<String>| {
+            let wanted = wanted.as_deref()?;
+            batch.records.iter().find(|r| r.data == wanted.as_bytes())
+        };
+        if !self.rewound
+            && let Some(r) = find(&self.rewind_record)
+        {
+            self.rewound = true;
+            return CheckpointDirective::Rewind(r.position());
+        }
+        if let Some(r) = find(&self.at_record) {
+            return CheckpointDirective::At(r.position());
+        }
+        if find(&self.none_record).is_some() {
+            return CheckpointDirective::None;
+        }
+        CheckpointDirective::BatchEnd
     }
 }
 
