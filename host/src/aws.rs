@@ -107,3 +107,53 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     };
     (class, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::error::ErrorMetadata;
+    use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+
+    fn service_error(code: &str, status: u16) -> SdkError<GetRecordsError, HttpResponse> {
+        let raw: HttpResponse = http::Response::builder()
+            .status(status)
+            .body("".into())
+            .expect("response")
+            .try_into()
+            .expect("response");
+        let error = ErrorMetadata::builder()
+            .code(code)
+            .message("from a test")
+            .build();
+        SdkError::service_error(GetRecordsError::generic(error), raw)
+    }
+
+    /// A KMS key that is disabled, missing or not ours is for an operator to fix: the
+    /// consumer stops rather than retrying forever. KMS throttling is retried.
+    #[test]
+    fn kms_key_problems_are_fatal_and_kms_throttling_is_retried() {
+        for code in [
+            "KMSDisabledException",
+            "KMSNotFoundException",
+            "KMSAccessDeniedException",
+            "KMSInvalidStateException",
+            "KMSOptInRequired",
+        ] {
+            let (class, message) = classify(&service_error(code, 400));
+            assert_eq!(class, ErrorClass::Fatal, "{code}");
+            assert!(message.contains(code), "{message}");
+        }
+        assert_eq!(
+            classify(&service_error("KMSThrottlingException", 400)).0,
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            classify(&service_error("InternalFailure", 500)).0,
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify(&service_error("AccessDeniedException", 400)).0,
+            ErrorClass::Service("AccessDeniedException".into())
+        );
+    }
+}
