@@ -54,7 +54,7 @@ impl ArtifactCache {
                     dir.display()
                 );
             }
-            trusted(dir, &meta).map_err(|why| {
+            trusted(&meta).map_err(|why| {
                 anyhow::anyhow!(
                     "plugin cache directory {} {why}: refusing to load compiled code from it (fix its owner or run `chmod 700` on it, or set another engine.cache_dir)",
                     dir.display()
@@ -115,13 +115,12 @@ impl ArtifactCache {
         #[cfg(unix)]
         {
             let meta = std::fs::symlink_metadata(entry).ok()?;
-            if let Err(why) = trusted(entry, &meta).and_then(|()| {
-                if meta.is_file() {
-                    Ok(())
-                } else {
-                    Err("is not a regular file".into())
-                }
-            }) {
+            let verdict = if meta.is_file() {
+                trusted(&meta)
+            } else {
+                Err("is not a regular file".into())
+            };
+            if let Err(why) = verdict {
                 tracing::warn!(
                     artifact = %entry.display(),
                     "not loading a cached plugin artifact that {why}; compiling instead"
@@ -165,9 +164,8 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 /// Whether a cache path's metadata says only this user can have written it: owned by
 /// this user, not writable by group or others. `Err` says why not.
 #[cfg(unix)]
-fn trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+fn trusted(meta: &std::fs::Metadata) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let _ = path;
     let uid = current_uid().ok_or("cannot be checked (this process's uid is unknown)")?;
     if meta.uid() != uid {
         return Err(format!(
