@@ -436,6 +436,42 @@ mod tests {
         store
     }
 
+    /// Stores on one file open, read and close beside each other in one process (the two
+    /// lanes of every store, a tool listing leases beside a running consumer). SQLite
+    /// 3.51.1's unix VFS took two mutexes in opposite orders when one connection closed
+    /// while another took its closing lock, and a process hung forever this way.
+    #[test]
+    fn stores_on_one_file_open_and_close_side_by_side_without_deadlock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leases.db");
+        let (done, finished) = std::sync::mpsc::channel();
+        for thread in 0..3 {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                for round in 0..300 {
+                    let store = SqliteLeaseStore::open(&path, "app").expect("open");
+                    runtime.block_on(async {
+                        store.prepare().await.expect("prepare");
+                        let lease =
+                            Lease::new(&format!("shard-{thread}-{round}"), Checkpoint::TrimHorizon);
+                        store.create_if_absent(&lease).await.expect("create");
+                        store.list().await.expect("list");
+                    });
+                }
+                let _ = done.send(thread);
+            });
+        }
+        for _ in 0..3 {
+            finished
+                .recv_timeout(Duration::from_secs(120))
+                .expect("both threads finish: a thread that hangs here is a lock-order deadlock");
+        }
+    }
+
     #[tokio::test]
     async fn conditional_writes_fence_a_lease() {
         let dir = tempfile::tempdir().expect("tempdir");
