@@ -19,6 +19,9 @@ mod emulators;
 #[allow(dead_code)]
 #[path = "../../tests/runtime/fixtures.rs"]
 mod fixtures;
+#[allow(dead_code)]
+#[path = "../../tests/runtime/watchdog.rs"]
+mod watchdog;
 
 use std::time::{Duration, Instant};
 

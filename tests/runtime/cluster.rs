@@ -13,6 +13,7 @@ use shoal::lease::{Lease, LeaseStore};
 
 use crate::emulators::{AwsStream, Emulators};
 use crate::fixtures::{plugin_path, repo_root};
+use crate::watchdog::Watchdog;
 
 /// One test's stream, lease store, archive and worker processes.
 pub struct Cluster {
@@ -26,6 +27,8 @@ pub struct Cluster {
     plugin_settings: String,
     /// Extra `[plugin.sandbox]` lines.
     sandbox: String,
+    /// Ends the test process if this test hangs.
+    watchdog: Watchdog,
 }
 
 enum Backend {
@@ -62,6 +65,7 @@ impl Cluster {
             plugin: None,
             plugin_settings: String::new(),
             sandbox: String::new(),
+            watchdog: Watchdog::arm(crate::watchdog::LIMIT),
         }
     }
 
@@ -87,6 +91,7 @@ impl Cluster {
             plugin: None,
             plugin_settings: String::new(),
             sandbox: String::new(),
+            watchdog: Watchdog::arm(crate::watchdog::LIMIT),
         }
     }
 
@@ -146,6 +151,7 @@ impl Cluster {
 
     /// Append `count` records with unique ids `"<shard>-<n>"` to a shard.
     pub fn produce(&self, shard: usize, from: usize, count: usize) {
+        self.watchdog.step(format!("producing to shard {shard}"));
         use std::io::Write;
         if let Backend::Aws { stream, .. } = &self.backend {
             let records = (from..from + count)
@@ -274,6 +280,7 @@ endpoint = "{dynamodb}""#,
             .stderr(log)
             .spawn()
             .expect("spawn shoal");
+        self.watchdog.add_pid(child.id());
         self.workers.insert(worker.to_string(), child);
     }
 
@@ -286,6 +293,7 @@ endpoint = "{dynamodb}""#,
 
     /// SIGTERM a worker and wait for it to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self, worker: &str) -> bool {
+        self.watchdog.step(format!("terminating {worker}"));
         let mut child = self.workers.remove(worker).expect("worker");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -308,6 +316,7 @@ endpoint = "{dynamodb}""#,
 
     /// Wait for a worker to exit on its own; its exit status.
     pub fn wait_exit(&mut self, worker: &str, timeout: Duration) -> std::process::ExitStatus {
+        self.watchdog.step(format!("waiting for {worker} to exit"));
         let deadline = Instant::now() + timeout;
         loop {
             let child = self.workers.get_mut(worker).expect("worker");
@@ -429,6 +438,7 @@ endpoint = "{dynamodb}""#,
         timeout: Duration,
         mut check: impl FnMut(&Self) -> bool,
     ) -> Duration {
+        self.watchdog.step(format!("waiting for {what}"));
         let started = Instant::now();
         loop {
             if check(self) {

@@ -122,6 +122,7 @@ impl Emulators {
                     "test", "test", None, None, "test",
                 ))
                 .endpoint_url(&self.kinesis)
+                .timeout_config(shoal::aws::timeouts())
                 .build(),
         );
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
@@ -132,6 +133,7 @@ impl Emulators {
                     "test", "test", None, None, "test",
                 ))
                 .endpoint_url(&self.dynamodb)
+                .timeout_config(shoal::aws::timeouts())
                 .build(),
         );
         let stream = AwsStream {
@@ -376,7 +378,7 @@ impl AwsStream {
         self.wait_active();
     }
 
-    /// Every item of the lease table, raw.
+    /// Every item of the lease table, raw (a failed Scan fails the test).
     pub fn lease_items(&self) -> Vec<std::collections::HashMap<String, AttributeValue>> {
         self.block_on(async {
             let mut items = Vec::new();
@@ -389,8 +391,8 @@ impl AwsStream {
                     .consistent_read(true)
                     .set_exclusive_start_key(start)
                     .send()
-                    .await;
-                let Ok(page) = page else { return items };
+                    .await
+                    .expect("Scan the lease table");
                 items.extend(page.items().iter().cloned());
                 start = page.last_evaluated_key().cloned();
                 if start.is_none() {

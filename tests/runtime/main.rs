@@ -8,6 +8,7 @@ mod fixtures;
 mod guest_log;
 mod http_server;
 mod redis;
+mod watchdog;
 
 mod consumer_aws;
 mod consumer_local;
