@@ -468,7 +468,7 @@ mod tests {
         for _ in 0..3 {
             finished
                 .recv_timeout(Duration::from_secs(120))
-                .expect("both threads finish: a thread that hangs here is a lock-order deadlock");
+                .expect("every thread finishes: one that hangs here is a lock-order deadlock");
         }
     }
 
