@@ -1,7 +1,8 @@
 //! A guest waiting in a host call is bounded by its deadline like a computing one: a
 //! sleep, a TCP read from a server that never answers and a file the OS cannot finish
 //! opening (a FIFO with no writer) each end in a deadline trap, and the shard's next
-//! instance runs normally. A lost lease abandons a waiting guest at once.
+//! instance runs normally. A lost lease abandons a waiting guest at once, and interrupts
+//! a computing one within an epoch tick.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -136,5 +137,52 @@ async fn a_lost_lease_abandons_a_waiting_guest_at_once_and_retries_nothing() {
     assert!(
         !dead.path().join("shardId-abandon.jsonl").exists(),
         "an abandoned batch is not poisoned: another worker owns the shard"
+    );
+}
+
+/// A guest that computes (no host call to drop) is interrupted at the next epoch tick when
+/// the lease is lost, not at its deadline: the lease argument counts on the holder
+/// stopping within its self-fence margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_interrupts_a_computing_guest_within_a_tick() {
+    let engine = engine();
+    let dead = tempfile::tempdir().expect("tempdir");
+    let limits = LimitSettings {
+        deadline: Duration::from_secs(120),
+        ..test_limits()
+    };
+    let mut shard = processor(
+        &engine,
+        load(&engine, "misbehave"),
+        instance_config("shardId-spin-lost", SandboxSettings::default(), limits),
+        &[],
+        fast_failure(1),
+        OnPoison::DeadLetter(DeadLetterWriter::new(dead.path())),
+    );
+    let lost = CancellationToken::new();
+    shard.abandon_calls_when(lost.clone());
+    let losing = lost.clone();
+    let lost_at = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        losing.cancel();
+        Instant::now()
+    });
+    let result = shard.process(batch(1, &["misbehave:loop"]), &lost).await;
+    let ended = Instant::now();
+    let lost_at = lost_at.await.expect("joined");
+    assert!(
+        result.is_err(),
+        "a call interrupted on lease loss ends the delivery as cancelled: {result:?}"
+    );
+    // One tick is 10 ms; a second leaves room for a loaded machine, and is still far
+    // from the 120 s deadline an uninterrupted loop would run to.
+    let after_loss = ended.duration_since(lost_at);
+    assert!(
+        after_loss < Duration::from_secs(1),
+        "the computing guest ran on for {after_loss:?} after the lease was lost"
+    );
+    assert!(
+        !dead.path().join("shardId-spin-lost.jsonl").exists(),
+        "an interrupted batch is not poisoned: another worker owns the shard"
     );
 }

@@ -6,6 +6,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{LogLevel, ProcessorImports};
+use super::call_budget::CallBudget;
 use super::http::GuestHttp;
 use super::limits::InstanceLimiter;
 use super::outbound::Outbound;
@@ -24,6 +25,8 @@ pub struct HostState {
     http: WasiHttpCtx,
     http_hooks: GuestHttp,
     tags: LogTags,
+    /// The call in flight: ticks to its deadline, and what interrupts it.
+    pub(crate) budget: CallBudget,
 }
 
 impl HostState {
@@ -43,6 +46,7 @@ impl HostState {
             http_hooks: GuestHttp::new(outbound.clone(), deadline),
             outbound,
             tags,
+            budget: CallBudget::default(),
         }
     }
 

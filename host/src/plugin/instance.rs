@@ -2,9 +2,10 @@
 //! `InstancePre`. Every guest call sets the deadline, calls, and hands the result to
 //! `outcome::classify`.
 //!
-//! A call is bounded twice: the epoch deadline traps running wasm, and the same deadline
-//! (plus [`WAIT_GRACE`]) on the wall clock abandons a call whose guest is waiting in a
-//! WASI host call, which no epoch can interrupt. Calls are `call_async` futures driven on
+//! A call is bounded twice: the epoch deadline traps running wasm (each tick consults the
+//! call's [`CallBudget`], which also interrupts a computing guest whose lease was lost),
+//! and the same deadline (plus [`WAIT_GRACE`]) on the wall clock abandons a call whose
+//! guest is waiting in a WASI host call, which no epoch can interrupt. Calls are `call_async` futures driven on
 //! the caller's (blocking) thread, so dropping one at the deadline is how a wait ends; the
 //! store is then unusable and the call reports a deadline trap, like any other trap.
 
@@ -18,6 +19,7 @@ use wasmtime::Store;
 use super::bindings::{
     Batch, CheckpointDirective, ProcessError, Processor, ShardInfo, ShutdownReason,
 };
+use super::call_budget::CallBudget;
 use super::engine::{MAX_TABLE_ELEMENTS, PluginEngine};
 use super::host::HostState;
 use super::limits::InstanceLimiter;
@@ -131,9 +133,11 @@ impl ProcessorInstance {
             HostState::new(wasi, limiter, outbound, config.limits.deadline, tags),
         );
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
         let deadline_ticks = engine.deadline_ticks(config.limits.deadline);
-        store.set_epoch_deadline(deadline_ticks);
+        // Every tick asks the call's budget: deadline spent, lease lost, or run on.
+        store.epoch_deadline_callback(|mut store| store.data_mut().budget.tick());
+        store.data_mut().budget = CallBudget::new(deadline_ticks, None);
+        store.set_epoch_deadline(1);
         let fuel_metering = engine.settings().fuel_metering;
         if fuel_metering {
             store
@@ -189,7 +193,7 @@ impl ProcessorInstance {
     /// Call `initialize` with the plugin settings. Blocking: call it from a blocking
     /// thread (`spawn_blocking`) or a plain thread, never on the async runtime.
     pub fn initialize(&mut self, settings: &[(String, String)]) -> CallOutcome<()> {
-        let started = self.arm();
+        let started = self.arm(None);
         let call = self
             .bindings
             .call_initialize(&mut self.store, &self.shard, settings);
@@ -202,15 +206,16 @@ impl ProcessorInstance {
         self.process_unless(batch, None)
     }
 
-    /// Call `process`, abandoning the call if `abandon` is cancelled while the guest waits
-    /// in a host call (a computing guest runs on to its deadline). An abandoned call is a
-    /// [`super::TrapKind::Abandoned`] trap: the instance is unusable.
+    /// Call `process`, abandoning the call if `abandon` is cancelled: a guest waiting in a
+    /// host call is dropped at once, a computing guest is interrupted at the next epoch
+    /// tick. An abandoned call is a [`super::TrapKind::Abandoned`] trap: the instance is
+    /// unusable.
     pub fn process_unless(
         &mut self,
         batch: &Batch,
         abandon: Option<&CancellationToken>,
     ) -> CallOutcome<CheckpointDirective> {
-        let started = self.arm();
+        let started = self.arm(abandon);
         let call = self
             .bindings
             .call_process(&mut self.store, &self.shard, batch);
@@ -220,7 +225,7 @@ impl ProcessorInstance {
 
     /// Call `shutdown`. It returns nothing, so the outcome is ok or a trap. Blocking.
     pub fn shutdown(&mut self, reason: ShutdownReason) -> CallOutcome<()> {
-        let started = self.arm();
+        let started = self.arm(None);
         let call = self
             .bindings
             .call_shutdown(&mut self.store, &self.shard, reason);
@@ -228,10 +233,12 @@ impl ProcessorInstance {
         self.finish(started, result.map(Ok))
     }
 
-    /// Before every call: re-arm the deadline (it is relative to the current epoch) and
-    /// the fuel; returns the start time.
-    fn arm(&mut self) -> Instant {
-        self.store.set_epoch_deadline(self.deadline_ticks);
+    /// Before every call: a fresh budget (the deadline's ticks, and what may abandon the
+    /// call), the epoch deadline one tick ahead (it is relative to the current epoch),
+    /// and the fuel; returns the start time.
+    fn arm(&mut self, abandon: Option<&CancellationToken>) -> Instant {
+        self.store.data_mut().budget = CallBudget::new(self.deadline_ticks, abandon.cloned());
+        self.store.set_epoch_deadline(1);
         if self.fuel_metering {
             // Cannot fail: metering is on for this engine.
             let _ = self.store.set_fuel(FUEL_PER_CALL);

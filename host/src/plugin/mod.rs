@@ -5,6 +5,7 @@
 #[allow(missing_docs)]
 pub mod bindings;
 pub mod cache;
+pub mod call_budget;
 pub mod engine;
 pub mod host;
 pub mod http;

@@ -66,8 +66,9 @@ pub enum TrapKind {
     MemoryCapExceeded,
     /// Arithmetic traps: division by zero, overflow, bad float→int conversion.
     Arithmetic,
-    /// The host abandoned a call whose guest was waiting in a host call, because the
-    /// lease was lost: the batch is not retried here (another worker owns the shard).
+    /// The host abandoned a call because the lease was lost or fenced (a waiting guest at
+    /// once, a computing one at the next epoch tick): the batch is not retried here
+    /// (another worker owns the shard).
     Abandoned,
     /// Any other trap, or a host-side failure while calling the guest (including a
     /// component that was already poisoned).
@@ -160,14 +161,15 @@ impl fmt::Display for WaitedPastDeadline {
 
 impl std::error::Error for WaitedPastDeadline {}
 
-/// A waiting call dropped because the lease was lost (see [`TrapKind::Abandoned`]).
+/// A call stopped because the lease was lost or fenced (see [`TrapKind::Abandoned`]): a
+/// waiting guest is dropped at once, a computing one interrupted at the next epoch tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallAbandoned;
 
 impl fmt::Display for CallAbandoned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "the lease was lost while the guest was waiting in a host call; the call was abandoned",
+            "the lease was lost (or this worker stopped renewing it) during the call; the call was abandoned",
         )
     }
 }
