@@ -212,7 +212,8 @@ pub async fn run(
         }
     }
     for processor in processors.values_mut() {
-        processor.shutdown(ShutdownReason::Requested).await;
+        // A trap in shutdown is logged; replay has nothing more to do with the shard.
+        let _ = processor.shutdown(ShutdownReason::Requested).await;
     }
     writeln!(
         out,

@@ -27,6 +27,8 @@ pub struct Cluster {
     plugin_settings: String,
     /// Extra `[plugin.sandbox]` lines.
     sandbox: String,
+    /// `[plugin.failure]` lines (none: the defaults).
+    failure: String,
     /// Ends the test process if this test hangs.
     watchdog: Watchdog,
 }
@@ -65,6 +67,7 @@ impl Cluster {
             plugin: None,
             plugin_settings: String::new(),
             sandbox: String::new(),
+            failure: String::new(),
             watchdog: Watchdog::arm(crate::watchdog::LIMIT),
         }
     }
@@ -91,6 +94,7 @@ impl Cluster {
             plugin: None,
             plugin_settings: String::new(),
             sandbox: String::new(),
+            failure: String::new(),
             watchdog: Watchdog::arm(crate::watchdog::LIMIT),
         }
     }
@@ -98,6 +102,12 @@ impl Cluster {
     /// Workers started from now on grant their plugin these extra `[plugin.sandbox]` lines.
     pub fn set_sandbox(&mut self, lines: &str) {
         self.sandbox = lines.to_string();
+    }
+
+    /// Workers started from now on use these `[plugin.failure]` lines (retries and the
+    /// poison policy); a relative `dead_letter_dir` is under the cluster's directory.
+    pub fn set_failure(&mut self, lines: &str) {
+        self.failure = lines.to_string();
     }
 
     /// Workers started from now on load `path` (watched for hot swaps) with these extra
@@ -201,6 +211,7 @@ dir = "/archive"
 [plugin.sandbox]
 dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
 {sandbox}
+{failure}
 "#,
             lease = self.lease_duration.as_millis(),
             plugin = self
@@ -210,6 +221,11 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
                 .display(),
             plugin_settings = self.plugin_settings,
             sandbox = self.sandbox,
+            failure = if self.failure.is_empty() {
+                String::new()
+            } else {
+                format!("[plugin.failure]\n{}", self.failure)
+            },
             backend = self.backend_config(),
             max_records = if extra.contains("max_records") {
                 ""
@@ -489,7 +505,7 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn base64_decode(s: &str) -> String {
+pub fn base64_decode(s: &str) -> String {
     use base64::Engine as _;
     String::from_utf8(
         base64::engine::general_purpose::STANDARD

@@ -295,7 +295,10 @@ async fn conformance(lang: &'static str) {
     assert_eq!(initializations, 2, "{lang}: initialize once per instance");
 
     // shutdown carries the reason.
-    s.shard.shutdown(ShutdownReason::Requested).await;
+    s.shard
+        .shutdown(ShutdownReason::Requested)
+        .await
+        .expect("shutdown");
     s.assert_logged(tracing::Level::INFO, &format!("shutdown {id} requested"));
     for (suffix, reason, word) in [
         ("end", ShutdownReason::ShardEnd, "shard-end"),
@@ -322,7 +325,7 @@ async fn conformance(lang: &'static str) {
             "batch 2 records 1 matched 0 skipped total 2",
             "{lang}"
         );
-        other.shard.shutdown(reason).await;
+        other.shard.shutdown(reason).await.expect("shutdown");
         other.assert_logged(
             tracing::Level::INFO,
             &format!("shutdown {} {word}", other.shard_id),

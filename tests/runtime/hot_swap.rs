@@ -177,7 +177,8 @@ async fn hot_swap_under_load_processes_every_batch_exactly_once_by_one_generatio
             }
             processor
                 .shutdown(shoal::plugin::bindings::ShutdownReason::Requested)
-                .await;
+                .await
+                .expect("shutdown");
             (seq - 1, batches)
         }));
     }

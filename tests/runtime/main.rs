@@ -24,6 +24,7 @@ mod limits;
 mod replay;
 mod sandbox;
 mod scenarios;
+mod shard_end;
 mod sinks;
 mod soak;
 mod waits;

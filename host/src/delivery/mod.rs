@@ -79,6 +79,23 @@ impl Failure {
     fn is_fatal(&self) -> bool {
         matches!(self, Failure::Guest(GuestError::Fatal(_)))
     }
+
+    /// The same failure, its message saying which call it happened in.
+    pub fn during(self, call: &str) -> Failure {
+        match self {
+            Failure::Trap(trap) => Failure::Trap(GuestTrap {
+                message: format!("in {call}: {}", trap.message),
+                ..trap
+            }),
+            Failure::Guest(GuestError::Retry(m)) => {
+                Failure::Guest(GuestError::Retry(format!("in {call}: {m}")))
+            }
+            Failure::Guest(GuestError::Fatal(m)) => {
+                Failure::Guest(GuestError::Fatal(format!("in {call}: {m}")))
+            }
+            Failure::Setup(m) => Failure::Setup(format!("in {call}: {m}")),
+        }
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -229,11 +246,50 @@ impl ShardProcessor {
     }
 
     /// Stop using the guest: call its `shutdown(reason)` if an instance is live, then
-    /// drop it. `false` if the guest trapped there (or the call could not run), so the
-    /// caller does not record a shard end the guest may not have flushed.
-    pub async fn shutdown(&mut self, reason: ShutdownReason) -> bool {
+    /// drop it. The failure if the guest trapped there (or the call could not run), so
+    /// the caller does not record a shard end the guest may not have flushed. With no
+    /// live instance there is nothing to flush: `Ok`.
+    pub async fn shutdown(&mut self, reason: ShutdownReason) -> Result<(), Failure> {
         let span = self.span.clone();
         self.shutdown_instance(reason).instrument(span).await
+    }
+
+    /// Whether `attempts` consecutive failures of one step poison it (the policy's
+    /// `max_attempts`, as for a batch).
+    pub fn poisoned_after(&self, attempts: u32) -> bool {
+        attempts >= self.failure.max_attempts
+    }
+
+    /// What the poison policy does with what is poisoned.
+    pub fn on_poison(&self) -> &OnPoison {
+        &self.on_poison
+    }
+
+    /// The back-off before retry `attempts` (1-based) of a failed step.
+    pub fn retry_delay(&self, attempts: u32) -> Duration {
+        backoff::jittered(
+            attempts,
+            self.failure.backoff_initial,
+            self.failure.backoff_max,
+        )
+    }
+
+    /// Write records that `failure` poisoned outside a batch delivery (what a failed
+    /// `shutdown(shard-end)` may not have flushed) to the dead-letter directory. `None`
+    /// when the policy is not `dead-letter`, or the write failed (logged): the caller
+    /// keeps the records and tries again.
+    pub async fn dead_letter(
+        &self,
+        batch: Arc<Batch>,
+        failure: &Failure,
+        attempts: u32,
+    ) -> Option<PathBuf> {
+        let OnPoison::DeadLetter(writer) = self.on_poison.clone() else {
+            return None;
+        };
+        dead_letter(self.labels(), writer, batch, failure, attempts)
+            .instrument(self.span.clone())
+            .await
     }
 
     async fn deliver(
@@ -333,24 +389,25 @@ impl ShardProcessor {
         }
     }
 
-    async fn shutdown_instance(&mut self, reason: ShutdownReason) -> bool {
+    async fn shutdown_instance(&mut self, reason: ShutdownReason) -> Result<(), Failure> {
         let Some(mut instance) = self.live_instance().take() else {
-            return true;
+            return Ok(());
         };
         let shard = self.shard_id().to_string();
         let generation = self.current.generation();
         match tokio::task::spawn_blocking(move || instance.shutdown(reason)).await {
             Ok(CallOutcome::Trap(trap)) => {
                 tracing::warn!(%reason, "guest trapped in shutdown: {trap}");
-                false
+                Err(Failure::Trap(trap))
             }
-            Ok(_) => {
+            // `shutdown` returns nothing: ok or a trap.
+            Ok(CallOutcome::Ok(()) | CallOutcome::GuestError(_)) => {
                 tracing::debug!(%reason, "guest shut down");
-                true
+                Ok(())
             }
             Err(e) => {
                 tracing::error!(shard, generation, "guest shutdown task failed: {e}");
-                false
+                Err(Failure::Setup(format!("guest shutdown task failed: {e}")))
             }
         }
     }
@@ -364,7 +421,8 @@ impl ShardProcessor {
         if next.generation() == self.current.generation() {
             return;
         }
-        self.shutdown_instance(ShutdownReason::Requested).await;
+        // A trap here is logged; the new generation starts from a fresh instance anyway.
+        let _ = self.shutdown_instance(ShutdownReason::Requested).await;
         self.span.record("generation", next.generation());
         tracing::info!(
             old_generation = self.current.generation(),

@@ -5,11 +5,15 @@
 //! at safe awaits (fetch, back-off, pacing, and the delivery's retry back-off), never
 //! between a guest call and its checkpoint. Shutdown finishes the batch, checkpoints,
 //! calls `shutdown(requested)` and releases the lease. A lost lease stops at once,
-//! without checkpointing, after `shutdown(lease-lost)`.
+//! without checkpointing, after `shutdown(lease-lost)`. The end of the shard's records
+//! is checkpointed as `SHARD_END` only once `shutdown(shard-end)` succeeded (see
+//! `shard_end`).
 
 pub mod checkpointer;
 pub mod pacing;
 pub mod resume;
+mod shard_end;
+pub mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,9 +60,6 @@ pub enum WorkerExit {
     LeaseLost,
     /// Shutdown: batch finished, checkpointed, lease released.
     Shutdown,
-    /// The guest's `shutdown(shard-end)` failed: `SHARD_END` was not checkpointed and the
-    /// lease was released, so the shard restarts from its last checkpoint.
-    ShardEndFailed,
     /// An error no retry fixes (stream deleted, access denied, KMS key unusable): the
     /// consumer stops with this message.
     Failed(String),
@@ -84,6 +85,9 @@ pub struct ShardWorker {
     settings: WorkerSettings,
     shutdown: CancellationToken,
     stats: Arc<WorkerStats>,
+    /// The first record this worker delivered: where the unacknowledged records begin
+    /// while no checkpoint names a record yet.
+    first_delivered: Option<Position>,
 }
 
 impl std::fmt::Debug for ShardWorker {
@@ -119,6 +123,7 @@ impl ShardWorker {
             settings,
             shutdown,
             stats,
+            first_delivered: None,
         }
     }
 
@@ -128,12 +133,10 @@ impl ShardWorker {
         let exit = tracing::Instrument::instrument(self.run_inner(), span).await;
         match exit {
             WorkerExit::LeaseLost => {
-                self.processor.shutdown(ShutdownReason::LeaseLost).await;
+                // Nothing is checkpointed after a loss, so a trap here changes nothing.
+                let _ = self.processor.shutdown(ShutdownReason::LeaseLost).await;
             }
-            WorkerExit::Shutdown
-            | WorkerExit::ShardEnd
-            | WorkerExit::ShardEndFailed
-            | WorkerExit::Failed(_) => {}
+            WorkerExit::Shutdown | WorkerExit::ShardEnd | WorkerExit::Failed(_) => {}
         }
         exit
     }
@@ -142,27 +145,39 @@ impl ShardWorker {
         let lease = self.held.snapshot().await;
         let mut checkpointer =
             Checkpointer::new(self.settings.checkpoint_interval, lease.checkpoint.clone());
-        let exit = if lease.is_finished() {
-            WorkerExit::ShardEnd
-        } else {
-            self.read_until_stopped(&lease.checkpoint, &mut checkpointer)
+        if lease.is_finished() {
+            return self.release_ended().await;
+        }
+        if let Step::Stop(exit) = self.wait_out_previous_holder().await {
+            return self.stop(exit, &mut checkpointer).await;
+        }
+        tracing::info!(checkpoint = %lease.checkpoint, "shard worker starting");
+        let mut resume =
+            Resume::from_checkpoint(&lease.checkpoint, &self.settings.initial_position);
+        let mut shard_end_failures: u32 = 0;
+        loop {
+            let exit = self.read_until_stopped(resume, &mut checkpointer).await;
+            if exit != WorkerExit::ShardEnd {
+                return self.stop(exit, &mut checkpointer).await;
+            }
+            match self
+                .end_shard(&mut checkpointer, &mut shard_end_failures)
                 .await
-        };
-        self.stop(exit, &mut checkpointer).await
+            {
+                Step::Go(shard_end::Ended::Done) => return self.release_ended().await,
+                Step::Go(shard_end::Ended::Redeliver(from)) => resume = from,
+                Step::Stop(exit) => return self.stop(exit, &mut checkpointer).await,
+            }
+        }
     }
 
-    /// The fetch loop: fetch, de-aggregate and trim, deliver, apply the directive,
-    /// checkpoint, pace — until something stops it; returns why (`stop` acts on it).
+    /// The fetch loop from `resume`: fetch, de-aggregate and trim, deliver, apply the
+    /// directive, checkpoint, pace — until something stops it; returns why.
     async fn read_until_stopped(
         &mut self,
-        checkpoint: &Checkpoint,
+        mut resume: Resume,
         checkpointer: &mut Checkpointer,
     ) -> WorkerExit {
-        if let Step::Stop(exit) = self.wait_out_previous_holder().await {
-            return exit;
-        }
-        let mut resume = Resume::from_checkpoint(checkpoint, &self.settings.initial_position);
-        tracing::info!(checkpoint = %checkpoint, "shard worker starting");
         let mut iterator = match self.acquire(&mut resume).await {
             Step::Go(it) => it,
             Step::Stop(exit) => return exit,
@@ -331,6 +346,12 @@ impl ShardWorker {
         if !self.held.may_process() {
             // Past the self-fence deadline: a peer may own the shard soon.
             return Step::Stop(WorkerExit::LeaseLost);
+        }
+        if self.first_delivered.is_none() {
+            self.first_delivered = batch.records.first().map(|r| Position {
+                sequence_number: r.sequence_number.clone(),
+                sub_sequence_number: r.sub_sequence_number,
+            });
         }
         let report = match self.processor.process(Arc::clone(batch), interrupt).await {
             Ok(report) => report,
@@ -576,13 +597,13 @@ impl ShardWorker {
         }
     }
 
-    /// Stop for `exit`: shutdown flushes, calls the guest and releases; shard end is
-    /// handled by `finish_shard_end`; a lost lease does nothing more here.
+    /// Stop for `exit`: shutdown flushes, calls the guest and releases; a lost lease does
+    /// nothing more here; an ended shard (its `SHARD_END` written) releases its lease.
     async fn stop(&mut self, exit: WorkerExit, checkpointer: &mut Checkpointer) -> WorkerExit {
         match exit {
-            WorkerExit::LeaseLost | WorkerExit::ShardEndFailed => exit,
+            WorkerExit::LeaseLost => exit,
             WorkerExit::Failed(message) => self.fail(message, checkpointer).await,
-            WorkerExit::ShardEnd => self.finish_shard_end(checkpointer).await,
+            WorkerExit::ShardEnd => self.release_ended().await,
             WorkerExit::Shutdown => self.finish_shutdown(checkpointer).await,
         }
     }
@@ -595,7 +616,8 @@ impl ShardWorker {
         {
             return exit;
         }
-        self.processor.shutdown(ShutdownReason::Requested).await;
+        // A trap here is logged; what was processed is checkpointed already.
+        let _ = self.processor.shutdown(ShutdownReason::Requested).await;
         match self.held.release(self.store.as_ref()).await {
             Ok(()) => {
                 tracing::info!(checkpoint = %checkpointer.last_written(), "checkpointed and released the lease")
@@ -605,32 +627,6 @@ impl ShardWorker {
             }
         }
         WorkerExit::Shutdown
-    }
-
-    async fn finish_shard_end(&mut self, checkpointer: &mut Checkpointer) -> WorkerExit {
-        if checkpointer.last_written() != &Checkpoint::ShardEnd {
-            if !self.processor.shutdown(ShutdownReason::ShardEnd).await {
-                // The guest may not have flushed what it holds: re-deliver from the last
-                // checkpoint (on this or another worker) rather than end the shard.
-                tracing::error!(checkpoint = %checkpointer.last_written(), "the processor's shutdown(shard-end) failed: not checkpointing SHARD_END; releasing the lease so the shard restarts from its last checkpoint");
-                if let Err(e) = self.held.release(self.store.as_ref()).await {
-                    tracing::warn!("cannot release the lease (it will expire instead): {e}");
-                }
-                return WorkerExit::ShardEndFailed;
-            }
-            checkpointer.offer(Checkpoint::ShardEnd);
-            if let Step::Stop(exit) = self
-                .write_checkpoint(checkpointer, Checkpoint::ShardEnd)
-                .await
-            {
-                return exit;
-            }
-            tracing::info!("shard end: checkpointed SHARD_END; child shards may start");
-        }
-        if let Err(e) = self.held.release(self.store.as_ref()).await {
-            tracing::warn!("cannot release the finished lease: {e}");
-        }
-        WorkerExit::ShardEnd
     }
 }
 

@@ -13,7 +13,8 @@
 //! of every batch, a slow but legal processor; default 0), and, for directive tests,
 //! `at_record`, `none_record`, `rewind_record` (a record's data, as text): a batch
 //! holding that record returns `at(<it>)`, `none`, or — once per instance —
-//! `rewind(<it>)` instead of `batch-end`.
+//! `rewind(<it>)` instead of `batch-end`. `trap_at_shard_end` (`true` for shard-end
+//! tests: `shutdown(shard-end)` traps, so the host must not checkpoint `SHARD_END`).
 //! The batch is written with one append and flushed before `batch-end` is returned, so
 //! everything the host checkpoints is in the file.
 //!
@@ -44,6 +45,7 @@ struct Archive {
     none_record: Option<String>,
     rewind_record: Option<String>,
     rewound: bool,
+    trap_at_shard_end: bool,
 }
 
 /// Wall-clock milliseconds since the epoch (WASI's wall clock: the host's).
@@ -91,6 +93,7 @@ impl Processor for Archive {
             none_record: settings.get("none_record").map(str::to_string),
             rewind_record: settings.get("rewind_record").map(str::to_string),
             rewound: false,
+            trap_at_shard_end: settings.parse_or("trap_at_shard_end", false)?,
             sync: settings.parse_or("sync", false)?,
             trap_per_mille: settings.parse_or("trap_per_mille", 0)?,
             line: Vec::with_capacity(64 * 1024),
@@ -150,8 +153,11 @@ impl Processor for Archive {
         Ok(self.directive(&batch))
     }
 
-    fn shutdown(&mut self, _shard: &ShardInfo, _reason: ShutdownReason) {
+    fn shutdown(&mut self, shard: &ShardInfo, reason: ShutdownReason) {
         let _ = self.file.flush();
+        if self.trap_at_shard_end && matches!(reason, ShutdownReason::ShardEnd) {
+            panic!("archive: trap_at_shard_end is set ({})", shard.shard_id);
+        }
     }
 }
 

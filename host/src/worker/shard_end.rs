@@ -1,0 +1,191 @@
+//! Ending a shard: `SHARD_END` is checkpointed (and the children may start) only once the
+//! processor's `shutdown(shard-end)` succeeded. A trap there follows the poison policy
+//! like a failed batch: the records the processor had not acknowledged are delivered
+//! again to a fresh instance, up to `max_attempts` times; then `block` goes on doing
+//! that (with back-off) until it succeeds or a new plugin generation fixes it, and
+//! `dead-letter` writes those records to the dead-letter directory and ends the shard.
+
+use std::sync::Arc;
+
+use crate::delivery::{Failure, OnPoison};
+use crate::lease::Checkpoint;
+use crate::plugin::bindings::{Batch, Position, ShutdownReason};
+
+use super::checkpointer::Checkpointer;
+use super::resume::Resume;
+use super::{ShardWorker, Step, WorkerExit};
+
+/// What ending the shard came to.
+pub(super) enum Ended {
+    /// `SHARD_END` is checkpointed: release the lease.
+    Done,
+    /// `shutdown(shard-end)` failed: deliver the unacknowledged records again from here,
+    /// then try again.
+    Redeliver(Resume),
+}
+
+impl ShardWorker {
+    /// Every record of the shard was delivered: shut the processor down for shard end and
+    /// checkpoint `SHARD_END`, or apply the poison policy to a failure (`failures` counts
+    /// consecutive ones across re-deliveries).
+    pub(super) async fn end_shard(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+        failures: &mut u32,
+    ) -> Step<Ended> {
+        let failure = match self.processor.shutdown(ShutdownReason::ShardEnd).await {
+            Ok(()) => return self.checkpoint_shard_end(checkpointer).await,
+            Err(failure) => failure.during("shutdown(shard-end)"),
+        };
+        *failures += 1;
+        // What the processor acknowledged stands; what it did not may not have reached
+        // its destination: deliver it again (or dead-letter it), never skip it.
+        if let Some(pending) = checkpointer.pending().cloned()
+            && let Step::Stop(exit) = self.write_checkpoint(checkpointer, pending).await
+        {
+            return Step::Stop(exit);
+        }
+        let unacknowledged = self.unacknowledged_from(checkpointer.last_written());
+        if self.processor.poisoned_after(*failures) {
+            match self.processor.on_poison().clone() {
+                OnPoison::DeadLetter(_) => {
+                    let written = match self
+                        .dead_letter_tail(unacknowledged, &failure, *failures)
+                        .await
+                    {
+                        Step::Go(written) => written,
+                        Step::Stop(exit) => return Step::Stop(exit),
+                    };
+                    tracing::error!(
+                        attempts = *failures,
+                        records = written,
+                        "shard end poisoned ({failure}); dead-lettered the {written} record(s) after checkpoint {}; checkpointing SHARD_END",
+                        checkpointer.last_written()
+                    );
+                    return self.checkpoint_shard_end(checkpointer).await;
+                }
+                OnPoison::GiveUp => {
+                    tracing::error!(
+                        attempts = *failures,
+                        "shard end poisoned ({failure}); giving up on the records after checkpoint {}",
+                        checkpointer.last_written()
+                    );
+                    return self.checkpoint_shard_end(checkpointer).await;
+                }
+                // Announced once, at the failure that poisons it.
+                OnPoison::Block if !self.processor.poisoned_after(*failures - 1) => {
+                    tracing::error!(
+                        attempts = *failures,
+                        "shard end poisoned ({failure}); policy `block`: delivering the records after checkpoint {} again until shutdown(shard-end) succeeds or a new plugin generation fixes it",
+                        checkpointer.last_written()
+                    );
+                }
+                OnPoison::Block => {}
+            }
+        }
+        let delay = self.processor.retry_delay(*failures);
+        tracing::warn!(
+            attempt = *failures,
+            delay_ms = delay.as_millis() as u64,
+            "{failure}: not checkpointing SHARD_END; delivering the records after checkpoint {} again",
+            checkpointer.last_written()
+        );
+        match self.pause(delay).await {
+            Step::Go(()) => Step::Go(Ended::Redeliver(unacknowledged)),
+            Step::Stop(exit) => Step::Stop(exit),
+        }
+    }
+
+    /// Where the records the processor has not acknowledged begin: after the last
+    /// checkpoint, or — while no checkpoint names a record — at the first record this
+    /// worker delivered.
+    fn unacknowledged_from(&self, checkpoint: &Checkpoint) -> Resume {
+        let mut resume = Resume::from_checkpoint(checkpoint, &self.settings.initial_position);
+        if !matches!(checkpoint, Checkpoint::Sequence { .. })
+            && let Some(first) = &self.first_delivered
+        {
+            resume.rewind_to(first);
+        }
+        resume
+    }
+
+    /// The shard's `SHARD_END` is stored: release the lease.
+    pub(super) async fn release_ended(&self) -> WorkerExit {
+        if let Err(e) = self.held.release(self.store.as_ref()).await {
+            tracing::warn!("cannot release the finished lease: {e}");
+        }
+        WorkerExit::ShardEnd
+    }
+
+    /// Write `SHARD_END` (children may start once it is stored).
+    async fn checkpoint_shard_end(&self, checkpointer: &mut Checkpointer) -> Step<Ended> {
+        checkpointer.offer(Checkpoint::ShardEnd);
+        if let Step::Stop(exit) = self
+            .write_checkpoint(checkpointer, Checkpoint::ShardEnd)
+            .await
+        {
+            return Step::Stop(exit);
+        }
+        tracing::info!("shard end: checkpointed SHARD_END; child shards may start");
+        Step::Go(Ended::Done)
+    }
+
+    /// Read the shard again from `resume` to its end and write every record to the
+    /// dead-letter directory, one fetch at a time (memory stays one batch); returns how
+    /// many records were written. A write that fails is retried: nothing is skipped.
+    async fn dead_letter_tail(
+        &mut self,
+        mut resume: Resume,
+        failure: &Failure,
+        attempts: u32,
+    ) -> Step<usize> {
+        let mut iterator = match self.acquire(&mut resume).await {
+            Step::Go(iterator) => iterator,
+            Step::Stop(exit) => return Step::Stop(exit),
+        };
+        let mut fetch_failures = 0;
+        let mut written = 0;
+        loop {
+            let fetched = match self
+                .fetch(&mut iterator, &mut resume, &mut fetch_failures)
+                .await
+            {
+                Step::Go(Some((fetched, _))) => fetched,
+                Step::Go(None) => continue,
+                // No longer listed (expired past retention): nothing more to read.
+                Step::Stop(WorkerExit::ShardEnd) => return Step::Go(written),
+                Step::Stop(exit) => return Step::Stop(exit),
+            };
+            let records = self.user_records(fetched.records, &mut resume);
+            if let Some(last) = records.last() {
+                let last = Position {
+                    sequence_number: last.sequence_number.clone(),
+                    sub_sequence_number: last.sub_sequence_number,
+                };
+                let count = records.len();
+                let batch = Arc::new(Batch {
+                    records,
+                    millis_behind_latest: fetched.millis_behind_latest,
+                });
+                let mut write_failures = 0;
+                while self
+                    .processor
+                    .dead_letter(Arc::clone(&batch), failure, attempts)
+                    .await
+                    .is_none()
+                {
+                    write_failures += 1;
+                    if let Step::Stop(exit) = self.pause(self.backoff(write_failures)).await {
+                        return Step::Stop(exit);
+                    }
+                }
+                written += count;
+                resume.delivered_through(&last);
+            }
+            match fetched.next_iterator {
+                Some(next) => iterator = next,
+                None => return Step::Go(written),
+            }
+        }
+    }
+}
