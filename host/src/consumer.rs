@@ -30,10 +30,15 @@ use crate::shard_sync::{jittered_interval, sync_shards};
 use crate::source::kinesis::KinesisSource;
 use crate::source::local::LocalSource;
 use crate::source::{ShardSource, StartPosition};
+use crate::worker::supervisor::supervise;
 use crate::worker::{ShardWorker, WorkerExit, WorkerSettings, WorkerStats};
 
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// How long workers interrupted at the shutdown timeout get to return before their
+/// leases are released: an interrupted guest call ends within an epoch tick (10 ms).
+const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 
 /// Where the last `progress` line left off, for the rate of the next.
 struct ProgressMark {
@@ -370,7 +375,15 @@ impl Scheduler {
         tokio::select! {
             _ = self.tracker.wait() => {}
             _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!("shutdown timeout reached; releasing the remaining leases");
+                tracing::warn!("shutdown timeout reached; interrupting the remaining guest calls (not checkpointed) and releasing their leases");
+                // Stop every remaining worker as on a lost lease (a guest call ends within
+                // an epoch tick) before its lease is released for a peer to take at once.
+                for held in coordinator.held() {
+                    held.lost().cancel();
+                }
+                if tokio::time::timeout(INTERRUPT_GRACE, self.tracker.wait()).await.is_err() {
+                    tracing::warn!("shard workers still running {INTERRUPT_GRACE:?} after being interrupted; releasing their leases anyway");
+                }
             }
         }
         for held in coordinator.held() {
@@ -451,33 +464,17 @@ impl Scheduler {
         let store = Arc::clone(&self.store);
         let failure = self.failure.clone();
         self.tracker.spawn(async move {
-            // On its own task, so a panic in the worker is caught here rather than
-            // leaving a lease that renews forever with nothing processing it.
-            let exit = tokio::spawn(worker.run()).await;
-            registry
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&shard);
-            match exit {
-                Ok(WorkerExit::ShardEnd) => tracing::info!(shard, "shard finished"),
-                Ok(WorkerExit::LeaseLost) => {
+            match supervise(worker.run(), held, registry, store).await {
+                Some(WorkerExit::ShardEnd) => tracing::info!(shard, "shard finished"),
+                Some(WorkerExit::LeaseLost) => {
                     tracing::info!(shard, "shard worker stopped: lease lost")
                 }
-                Ok(WorkerExit::Shutdown) => {
+                Some(WorkerExit::Shutdown) => {
                     tracing::debug!(shard, "shard worker stopped (shutdown or hand-off)")
                 }
-                Ok(WorkerExit::ShardEndFailed) => {
-                    tracing::warn!(shard, "shard worker stopped before shard end: the shard restarts from its last checkpoint")
-                }
-                Ok(WorkerExit::Failed(message)) => failure.raise(message),
-                Err(e) => {
-                    // Nothing was checkpointed after the panic; releasing lets this or
-                    // another worker restart the shard from its last checkpoint.
-                    tracing::error!(shard, "shard worker failed ({e}); releasing its lease so the shard restarts from its last checkpoint");
-                    if let Err(e) = held.release(store.as_ref()).await {
-                        tracing::warn!(shard, "cannot release the lease (it will expire instead): {e}");
-                    }
-                }
+                Some(WorkerExit::Failed(message)) => failure.raise(message),
+                // Panicked: logged, and the lease released for a restart.
+                None => {}
             }
         });
     }
