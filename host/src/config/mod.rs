@@ -191,11 +191,44 @@ impl Validator<'_> {
                 });
             }
         };
+        if let (Some(c), Some(p)) = (&consumer, &plugin) {
+            self.shutdown_fits_a_batch(c, p)?;
+        }
         Ok(Settings {
             engine,
             plugin,
             consumer,
         })
+    }
+
+    /// A shutdown lets the batch in flight finish before it checkpoints and releases:
+    /// `consumer.shutdown_timeout` must be longer than `plugin.limits.deadline`.
+    fn shutdown_fits_a_batch(
+        &self,
+        consumer: &ConsumerSettings,
+        plugin: &PluginSettings,
+    ) -> Result<(), ConfigError> {
+        let (timeout, deadline) = (consumer.shutdown_timeout, plugin.limits.deadline);
+        if timeout > deadline {
+            return Ok(());
+        }
+        // Point at whichever of the two the file sets (the timeout if both).
+        let (key, span) = match find_line_span(self.source, "shutdown_timeout") {
+            Some(span) => ("consumer.shutdown_timeout", Some(span)),
+            None => (
+                "plugin.limits.deadline",
+                find_line_span(self.source, "deadline"),
+            ),
+        };
+        Err(self.error(
+            span,
+            key,
+            format!(
+                "consumer.shutdown_timeout ({}) must be longer than plugin.limits.deadline ({}): a shutdown lets each shard's batch in flight finish, checkpoints it and releases the lease, and a shorter timeout interrupts that batch and leaves its records to be processed again",
+                humantime::format_duration(timeout),
+                humantime::format_duration(deadline)
+            ),
+        ))
     }
 
     fn consumer(
@@ -837,6 +870,51 @@ mod tests {
             );
             assert!(err.message.contains("longer than 0s"), "{err}");
         }
+    }
+
+    /// A shutdown must be able to finish the batch in flight: a timeout no longer than
+    /// the guest deadline is refused, naming whichever key the file sets.
+    #[test]
+    fn a_shutdown_timeout_shorter_than_the_guest_deadline_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("c.toml");
+        let base = "[plugin]\npath = \"x.wasm\"\n[consumer]\napplication = \"app\"\n[source]\nkind = \"local\"\ndirectory = \"stream\"\n[leases]\nkind = \"sqlite\"\npath = \"l.db\"\n";
+        parse(&cfg, base).expect("defaults: 30s timeout, 10s deadline");
+
+        let short = base.replace(
+            "application = \"app\"\n",
+            "application = \"app\"\nshutdown_timeout = \"10s\"\n",
+        );
+        let err = parse(&cfg, &short).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(5), Some("consumer.shutdown_timeout"))
+        );
+        assert!(
+            err.message.contains(
+                "consumer.shutdown_timeout (10s) must be longer than plugin.limits.deadline (10s)"
+            ),
+            "{err}"
+        );
+
+        let long_deadline = format!("{base}[plugin.limits]\ndeadline = \"1m\"\n");
+        let err = parse(&cfg, &long_deadline).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(12), Some("plugin.limits.deadline"))
+        );
+        assert!(
+            err.message.contains("(30s)") && err.message.contains("(1m)"),
+            "{err}"
+        );
+        parse(
+            &cfg,
+            &long_deadline.replace(
+                "application = \"app\"\n",
+                "application = \"app\"\nshutdown_timeout = \"2m\"\n",
+            ),
+        )
+        .expect("a timeout longer than the deadline");
     }
 
     #[test]
