@@ -108,6 +108,8 @@ fn source_error<E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Er
             "ExpiredIteratorException" => SourceError::ExpiredIterator,
             "ResourceNotFoundException" => SourceError::NotFound(message),
             "ResourceInUseException" => SourceError::Transient(message),
+            // A ListShards paging token older than 5 minutes: the next listing starts over.
+            "ExpiredNextTokenException" => SourceError::Transient(message),
             _ => SourceError::Fatal(message),
         },
         ErrorClass::Fatal => SourceError::Fatal(message),
@@ -264,5 +266,54 @@ mod tests {
         let open = describe(&shard("shardId-000000000000", &[], None));
         assert!(!open.is_closed());
         assert!(open.parents().is_empty());
+    }
+
+    use aws_sdk_kinesis::config::http::HttpResponse;
+    use aws_sdk_kinesis::error::{ErrorMetadata, SdkError};
+    use aws_sdk_kinesis::operation::list_shards::ListShardsError;
+
+    fn list_shards_error(code: &str) -> SdkError<ListShardsError, HttpResponse> {
+        let raw: HttpResponse = http::Response::builder()
+            .status(400)
+            .body("".into())
+            .expect("response")
+            .try_into()
+            .expect("response");
+        let error = ErrorMetadata::builder()
+            .code(code)
+            .message("from a test")
+            .build();
+        SdkError::service_error(ListShardsError::generic(error), raw)
+    }
+
+    /// What the shard sync and the fetch loop do with each ListShards answer: a paging
+    /// token that expired is retried (the next sync starts over); a missing stream is
+    /// "not found" (the caller checks what is gone); a bad request or denied access ends
+    /// the run.
+    #[test]
+    fn list_shards_errors_are_classified_for_their_callers() {
+        let class = |code| source_error(&list_shards_error(code));
+        assert!(matches!(
+            class("ExpiredNextTokenException"),
+            SourceError::Transient(_)
+        ));
+        assert!(matches!(
+            class("ResourceInUseException"),
+            SourceError::Transient(_)
+        ));
+        assert!(matches!(
+            class("ResourceNotFoundException"),
+            SourceError::NotFound(_)
+        ));
+        for fatal in [
+            "AccessDeniedException",
+            "InvalidArgumentException",
+            "ValidationException",
+        ] {
+            assert!(
+                matches!(class(fatal), SourceError::Fatal(ref m) if m.contains(fatal)),
+                "{fatal}"
+            );
+        }
     }
 }
