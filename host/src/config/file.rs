@@ -22,6 +22,16 @@ pub struct ConfigFile {
     pub source: Option<SourceFile>,
     /// `[leases]`: where leases and checkpoints live.
     pub leases: Option<LeasesFile>,
+    /// `[metrics]`: the operator's HTTP endpoint (metrics, health, readiness).
+    pub metrics: Option<MetricsFile>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    /// `host:port` to serve `/metrics`, `/healthz` and `/readyz` on.
+    pub address: Spanned<String>,
 }
 
 /// `[consumer]`

@@ -3,6 +3,7 @@
 
 mod bytesize;
 mod file;
+pub mod interpolate;
 mod settings;
 
 use std::fmt;
@@ -45,13 +46,22 @@ impl std::error::Error for ConfigError {}
 
 /// Read, parse and validate a config file.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    parse(path, &read(path)?)
+}
+
+/// Read, parse and validate a config file without touching the file system otherwise
+/// (`shoal check`).
+pub fn check_file(path: &Path) -> Result<Settings, ConfigError> {
+    check(path, &read(path)?)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: None,
         key: None,
         message: format!("cannot read the file: {e}"),
-    })?;
-    parse(path, &source)
+    })
 }
 
 /// Parse and validate config text; `path` names it in errors and anchors relative paths.
@@ -68,13 +78,13 @@ pub fn check(path: &Path, source: &str) -> Result<Settings, ConfigError> {
 }
 
 fn validate(path: &Path, source: &str, create_dirs: bool) -> Result<Settings, ConfigError> {
-    let file: ConfigFile = toml::from_str(source).map_err(|e| {
+    let mut file: ConfigFile = toml::from_str(source).map_err(|e| {
         let offset = e.span().map(|s| s.start);
         ConfigError {
             file: path.to_path_buf(),
             line: offset.map(|o| line_of(source, o)),
             key: offset.and_then(|o| key_at(source, o)),
-            message: e.message().trim().to_string(),
+            message: with_suggestion(e.message().trim()),
         }
     })?;
     let base = path
@@ -88,13 +98,52 @@ fn validate(path: &Path, source: &str, create_dirs: bool) -> Result<Settings, Co
         })
         .unwrap_or(Path::new("."));
     let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
-    Validator {
+    let validator = Validator {
         path,
         source,
         base: &base,
         create_dirs,
+    };
+    validator.interpolate(&mut file)?;
+    validator.settings(file)
+}
+
+/// serde's "unknown field `memroy`, expected `memory` or `deadline`", with "did you mean
+/// `memory`?" when one expected name is close (a typo: at most a third of it differs).
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let closest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (edit_distance(unknown, name), name))
+        .min();
+    match closest {
+        Some((distance, name)) if distance <= (unknown.len().max(name.len()) / 3).max(1) => {
+            format!("{message}; did you mean `{name}`?")
+        }
+        _ => message.to_string(),
     }
-    .settings(file)
+}
+
+/// Levenshtein distance (small inputs: key names).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 struct Validator<'a> {
@@ -106,6 +155,47 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// Expand `${VAR}` in the names and endpoints (see [`interpolate`]).
+    fn interpolate(&self, file: &mut ConfigFile) -> Result<(), ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let spanned = |value: &mut toml::Spanned<String>, key: &str| {
+            let expanded = interpolate::expand(value.get_ref(), env)
+                .map_err(|m| self.error(Some(value.span()), key, m))?;
+            *value.get_mut() = expanded;
+            Ok::<(), ConfigError>(())
+        };
+        let plain = |value: &mut Option<String>, section: &str, key: &str| {
+            if let Some(text) = value {
+                let full = format!("{section}.{key}");
+                *text = interpolate::expand(text, env).map_err(|m| {
+                    self.error(find_line_span_in(self.source, section, key), &full, m)
+                })?;
+            }
+            Ok::<(), ConfigError>(())
+        };
+        if let Some(c) = &mut file.consumer {
+            spanned(&mut c.application, "consumer.application")?;
+            plain(&mut c.worker_id, "consumer", "worker_id")?;
+        }
+        if let Some(s) = &mut file.source {
+            if let Some(name) = &mut s.stream_name {
+                spanned(name, "source.stream_name")?;
+            }
+            plain(&mut s.stream_arn, "source", "stream_arn")?;
+            plain(&mut s.region, "source", "region")?;
+            plain(&mut s.endpoint, "source", "endpoint")?;
+        }
+        if let Some(l) = &mut file.leases {
+            plain(&mut l.table, "leases", "table")?;
+            plain(&mut l.region, "leases", "region")?;
+            plain(&mut l.endpoint, "leases", "endpoint")?;
+        }
+        if let Some(m) = &mut file.metrics {
+            spanned(&mut m.address, "metrics.address")?;
+        }
+        Ok(())
+    }
+
     /// Create `dir` (and its parents) unless this is a side-effect-free check.
     fn create_dir(
         &self,
@@ -194,10 +284,31 @@ impl Validator<'_> {
         if let (Some(c), Some(p)) = (&consumer, &plugin) {
             self.shutdown_fits_a_batch(c, p)?;
         }
+        let metrics_address = match file.metrics {
+            Some(m) => Some(self.metrics_address(&m.address)?),
+            None => None,
+        };
         Ok(Settings {
             engine,
             plugin,
             consumer,
+            metrics_address,
+        })
+    }
+
+    /// `metrics.address`: `host:port`, with an IP address for the host.
+    fn metrics_address(
+        &self,
+        address: &toml::Spanned<String>,
+    ) -> Result<std::net::SocketAddr, ConfigError> {
+        address.get_ref().parse().map_err(|e| {
+            self.error(
+                Some(address.span()),
+                "metrics.address",
+                format!(
+                    "must be an IP address and port such as \"127.0.0.1:9464\" or \"0.0.0.0:9464\" ({e})"
+                ),
+            )
         })
     }
 
@@ -410,11 +521,33 @@ impl Validator<'_> {
         application: &str,
     ) -> Result<LeaseStoreSettings, ConfigError> {
         let leases = match leases.kind.get_ref().as_str() {
-            "dynamodb" => LeaseStoreSettings::DynamoDb {
-                table: leases.table.unwrap_or_else(|| application.to_string()),
-                region: leases.region,
-                endpoint: leases.endpoint,
-            },
+            "dynamodb" => {
+                let table = leases.table.unwrap_or_else(|| application.to_string());
+                // DynamoDB's own rule for table names.
+                let valid = (3..=255).contains(&table.len())
+                    && table
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+                if !valid {
+                    let (key, needle) = match find_line_span(self.source, "table") {
+                        Some(span) => ("leases.table", Some(span)),
+                        None => (
+                            "consumer.application",
+                            find_line_span(self.source, "application"),
+                        ),
+                    };
+                    return Err(self.error(
+                        needle,
+                        key,
+                        format!("{table:?} cannot name a DynamoDB lease table: it must be 3 to 255 letters, digits, '-', '_' or '.' (set `leases.table` to use another name than the application's)"),
+                    ));
+                }
+                LeaseStoreSettings::DynamoDb {
+                    table,
+                    region: leases.region,
+                    endpoint: leases.endpoint,
+                }
+            }
             "sqlite" => {
                 let Some(path) = &leases.path else {
                     return Err(self.error(
@@ -698,6 +831,28 @@ fn find_line(source: &str, key: &str) -> Option<usize> {
     find_line_span(source, key).map(|s| line_of(source, s.start))
 }
 
+/// The line of `key =` inside `[section]`.
+fn find_line_span_in(source: &str, section: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    let mut offset = 0;
+    let mut current = String::new();
+    for line in source.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            current = trimmed
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+        } else if current == section
+            && let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(offset..offset + line.len());
+        }
+        offset += line.len();
+    }
+    None
+}
+
 fn find_line_span(source: &str, key: &str) -> Option<std::ops::Range<usize>> {
     let mut offset = 0;
     for line in source.split_inclusive('\n') {
@@ -917,6 +1072,36 @@ mod tests {
         .expect("a timeout longer than the deadline");
     }
 
+    /// DynamoDB refuses table names under 3 characters at run time; the config says so
+    /// first, naming the key that set the name.
+    #[test]
+    fn a_lease_table_name_dynamodb_would_refuse_is_caught_in_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("c.toml");
+        let text = "[plugin]\npath = \"x.wasm\"\n[consumer]\napplication = \"dq\"\n[source]\nkind = \"kinesis\"\nstream_name = \"s\"\n[leases]\nkind = \"dynamodb\"\n";
+        let err = parse(&cfg, text).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("consumer.application"))
+        );
+        assert!(err.message.contains("3 to 255"), "{err}");
+        parse(&cfg, &format!("{text}table = \"orders-leases\"\n")).expect("a table of its own");
+        let err = parse(&cfg, &format!("{text}table = \"t\"\n")).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(10), Some("leases.table"))
+        );
+        // SQLite has no such rule.
+        parse(
+            &cfg,
+            &text.replace(
+                "kind = \"dynamodb\"\n",
+                "kind = \"sqlite\"\npath = \"l.db\"\n",
+            ),
+        )
+        .expect("sqlite");
+    }
+
     #[test]
     fn sandbox_grants_resolve() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1058,5 +1243,105 @@ mod example_configs {
             }
         }
         assert!(checked >= 4, "only {checked} example configs found");
+    }
+}
+
+/// The exact words of config errors, pinned: a change of wording is a change an operator
+/// sees, so it must be made here on purpose.
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    const BASE: &str = "[plugin]\npath = \"x.wasm\"\n[consumer]\napplication = \"orders\"\n[source]\nkind = \"kinesis\"\nstream_name = \"orders\"\n[leases]\nkind = \"dynamodb\"\n";
+
+    fn error(text: &str) -> String {
+        match check(Path::new("/etc/shoal/orders.toml"), text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn config_errors_read_as_pinned() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                BASE.replace("[leases]\n", "[leases]\nregoin = \"eu-west-1\"\n"),
+                "config error in /etc/shoal/orders.toml line 9 at key `leases.regoin`: unknown field `regoin`, expected one of `kind`, `path`, `table`, `region`, `endpoint`; did you mean `region`?",
+            ),
+            (
+                format!("{BASE}[plugin.limits]\nmemroy = \"64MiB\"\n"),
+                "config error in /etc/shoal/orders.toml line 11 at key `plugin.limits.memroy`: unknown field `memroy`, expected `memory` or `deadline`; did you mean `memory`?",
+            ),
+            (
+                BASE.replace("[consumer]\n", "[consumer]\nshard_sink_interval = \"1s\"\n"),
+                "config error in /etc/shoal/orders.toml line 4 at key `consumer.shard_sink_interval`: unknown field `shard_sink_interval`, expected one of `application`, `worker_id`, `initial_position`, `initial_timestamp`, `max_records`, `idle_time_between_reads`, `lease_duration`, `max_leases_per_worker`, `shard_sync_interval`, `checkpoint_interval`, `deliver_empty_batches`, `shutdown_timeout`; did you mean `shard_sync_interval`?",
+            ),
+            (
+                BASE.replace("[consumer]\n", "[consumer]\nlease_duration = \"500ms\"\n"),
+                "config error in /etc/shoal/orders.toml line 4 at key `consumer.lease_duration`: must be at least 1s: a worker stops processing a fifth of the lease before it may expire, and that margin must cover interrupting a guest call and scheduling",
+            ),
+            (
+                BASE.replace(
+                    "stream_name = \"orders\"",
+                    "stream_name = \"orders-${SHOAL_GOLDEN_UNSET}\"",
+                ),
+                "config error in /etc/shoal/orders.toml line 7 at key `source.stream_name`: environment variable SHOAL_GOLDEN_UNSET is not set (used as `${SHOAL_GOLDEN_UNSET}`)",
+            ),
+            (
+                format!("{BASE}region = \"${{SHOAL_GOLDEN_UNSET}}\"\n"),
+                "config error in /etc/shoal/orders.toml line 10 at key `leases.region`: environment variable SHOAL_GOLDEN_UNSET is not set (used as `${SHOAL_GOLDEN_UNSET}`)",
+            ),
+            (
+                format!("{BASE}[metrics]\naddress = \"localhost\"\n"),
+                "config error in /etc/shoal/orders.toml line 11 at key `metrics.address`: must be an IP address and port such as \"127.0.0.1:9464\" or \"0.0.0.0:9464\" (invalid socket address syntax)",
+            ),
+            (
+                BASE.replace("[consumer]\n", "[consumer]\nshutdown_timeout = \"5s\"\n"),
+                "config error in /etc/shoal/orders.toml line 4 at key `consumer.shutdown_timeout`: consumer.shutdown_timeout (5s) must be longer than plugin.limits.deadline (10s): a shutdown lets each shard's batch in flight finish, checkpoints it and releases the lease, and a shorter timeout interrupts that batch and leaves its records to be processed again",
+            ),
+            (
+                BASE.replace("orders\"\n[source]", "or\"\n[source]"),
+                "config error in /etc/shoal/orders.toml line 4 at key `consumer.application`: \"or\" cannot name a DynamoDB lease table: it must be 3 to 255 letters, digits, '-', '_' or '.' (set `leases.table` to use another name than the application's)",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(error(&text), expected, "for:\n{text}");
+        }
+    }
+
+    #[test]
+    fn names_and_endpoints_take_environment_variables() {
+        // Cargo sets CARGO_PKG_NAME for the tests it runs (no test writes the environment:
+        // that would race with the others reading it).
+        let stage = std::env::var("CARGO_PKG_NAME").expect("cargo sets CARGO_PKG_NAME");
+        let text = BASE.replace(
+            "stream_name = \"orders\"",
+            "stream_name = \"orders-${CARGO_PKG_NAME}\"\nendpoint = \"https://kinesis.${CARGO_PKG_NAME}.example\"",
+        ) + "table = \"leases-${CARGO_PKG_NAME}\"\n";
+        let settings = check(Path::new("c.toml"), &text).expect("valid");
+        let consumer = settings.consumer.expect("consumer");
+        match consumer.source {
+            SourceSettings::Kinesis {
+                stream_name,
+                endpoint,
+                ..
+            } => {
+                assert_eq!(stream_name, Some(format!("orders-{stage}")));
+                assert_eq!(endpoint, Some(format!("https://kinesis.{stage}.example")));
+            }
+            other => panic!("{other:?}"),
+        }
+        match consumer.leases {
+            LeaseStoreSettings::DynamoDb { table, .. } => {
+                assert_eq!(table, format!("leases-{stage}"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_typo_far_from_every_key_gets_no_suggestion() {
+        let e = error(&BASE.replace("[leases]\n", "[leases]\nzzzzzzzz = 1\n"));
+        assert!(!e.contains("did you mean"), "{e}");
     }
 }

@@ -15,6 +15,8 @@ pub struct Settings {
     pub plugin: Option<PluginSettings>,
     /// The consumer (source, leases, worker behaviour), if configured.
     pub consumer: Option<ConsumerSettings>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`None`: not served).
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Everything `shoal run` needs besides the plugin.
