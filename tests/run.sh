@@ -2,7 +2,8 @@
 # Runs every test of shoal: builds the guest plugins (wasm target included), installs and
 # starts the local AWS emulators (kinesis-mock, kinesalite, DynamoDB Local; npm + Java),
 # installs Redis (Debian's redis-server, for the sink tests, which start their own servers)
-# and the aws-kinesis-agg Python package (real KPL aggregates) into target/toolchains,
+# and the Python packages aws-kinesis-agg (real KPL aggregates) and prometheus-client (a
+# strict OpenMetrics parser) into target/toolchains,
 # runs the host's unit and integration tests against them, then stops the emulators it
 # started. This is the README's test command; CI calls it.
 #
@@ -36,15 +37,16 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 
-# Real KPL aggregates for the de-aggregation tests, made by the aws-kinesis-agg package.
-kpl_python="$root/target/toolchains/kpl-python"
-if ! "$kpl_python/bin/python" -c "import aws_kinesis_agg" >/dev/null 2>&1; then
-  echo "==> installing aws-kinesis-agg into $kpl_python"
-  python3 -m venv "$kpl_python"
-  "$kpl_python/bin/pip" install --quiet --disable-pip-version-check \
-    aws-kinesis-agg==1.2.3 protobuf==7.36.2 six==1.17.0
+# The tests' Python: real KPL aggregates for the de-aggregation tests (aws-kinesis-agg) and
+# the Prometheus project's strict OpenMetrics parser for the metrics tests.
+test_python="$root/target/toolchains/test-python"
+if ! "$test_python/bin/python" -c "import aws_kinesis_agg, prometheus_client" >/dev/null 2>&1; then
+  echo "==> installing aws-kinesis-agg and prometheus-client into $test_python"
+  python3 -m venv "$test_python"
+  "$test_python/bin/pip" install --quiet --disable-pip-version-check \
+    aws-kinesis-agg==1.2.3 protobuf==7.36.2 six==1.17.0 prometheus-client==0.26.0
 fi
-export SHOAL_KPL_PYTHON="$kpl_python/bin/python"
+export SHOAL_TEST_PYTHON="$test_python/bin/python"
 
 echo "==> host unit and integration tests"
 cargo test --workspace --no-fail-fast "$@"

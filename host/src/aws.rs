@@ -1,12 +1,14 @@
 //! Shared AWS plumbing: SDK config from the default chain with optional region and
-//! endpoint overrides, and classification of SDK errors into retry decisions.
+//! endpoint overrides, and classification of SDK errors into retry decisions, described
+//! in one line of plain words (service, operation, error code, message; the IAM action
+//! to grant when access was denied).
 
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 /// Longest one HTTP attempt of any AWS call may take (a GetRecords of 10 MB included).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +67,10 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 e.message().unwrap_or("")
             )
         }
-        other => format!("{}", DisplayErrorContext(other)),
+        SdkError::DispatchFailure(_) => format!("cannot connect: {}", root_cause(err)),
+        SdkError::TimeoutError(_) => format!("timed out: {}", root_cause(err)),
+        SdkError::ResponseError(_) => format!("unreadable response: {}", root_cause(err)),
+        other => distinct_causes(other),
     };
     let class = match err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
@@ -106,6 +111,77 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         _ => ErrorClass::Transient,
     };
     (class, message)
+}
+
+/// An AWS service, as messages and IAM actions name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Amazon Kinesis Data Streams.
+    Kinesis,
+    /// Amazon DynamoDB.
+    DynamoDb,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Kinesis => "Kinesis",
+            Service::DynamoDb => "DynamoDB",
+        }
+    }
+
+    fn iam_prefix(self) -> &'static str {
+        match self {
+            Service::Kinesis => "kinesis",
+            Service::DynamoDb => "dynamodb",
+        }
+    }
+}
+
+/// [`classify`] a failed call of `operation`, its message prefixed with the service and
+/// operation, and naming the IAM action to grant when access was denied.
+pub fn classify_call<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    service: Service,
+    operation: &str,
+    err: &SdkError<E, HttpResponse>,
+) -> (ErrorClass, String) {
+    let (class, detail) = classify(err);
+    let mut message = format!("{} {operation}: {detail}", service.name());
+    if let ErrorClass::Service(code) = &class
+        && matches!(
+            code.as_str(),
+            "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation"
+        )
+    {
+        message.push_str(&format!(
+            " (the credentials in use lack the IAM permission {}:{operation})",
+            service.iam_prefix()
+        ));
+    }
+    (class, message)
+}
+
+/// The innermost cause of an error (the SDK's wrappers only say which layer failed).
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// The messages of an error's chain, each said once (a wrapper often repeats its cause).
+fn distinct_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]
@@ -154,6 +230,60 @@ mod tests {
         assert_eq!(
             classify(&service_error("AccessDeniedException", 400)).0,
             ErrorClass::Service("AccessDeniedException".into())
+        );
+    }
+
+    #[test]
+    fn a_denied_call_names_the_service_operation_code_and_iam_permission() {
+        let (_, message) = classify_call(
+            Service::Kinesis,
+            "GetRecords",
+            &service_error("AccessDeniedException", 400),
+        );
+        assert_eq!(
+            message,
+            "Kinesis GetRecords: AccessDeniedException: from a test (the credentials in use lack the IAM permission kinesis:GetRecords)"
+        );
+    }
+
+    /// An unreachable endpoint is one line of plain words: no Debug dump of the SDK's
+    /// error types, the cause said once.
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_described_in_plain_words() {
+        // Nothing listens on a port just released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_kinesis::config::Credentials::for_tests())
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+            .build();
+        let err = aws_sdk_kinesis::Client::from_conf(config)
+            .list_shards()
+            .stream_name("s")
+            .send()
+            .await
+            .expect_err("nothing listens");
+        let (class, message) = classify_call(Service::Kinesis, "ListShards", &err);
+        assert_eq!(class, ErrorClass::Transient);
+        assert!(
+            message.starts_with("Kinesis ListShards: cannot connect: ")
+                && message.contains("Connection refused"),
+            "{message}"
+        );
+        assert!(
+            !message.contains('{') && !message.contains("DispatchFailure"),
+            "{message}"
+        );
+        assert_eq!(
+            message.matches("Connection refused").count(),
+            1,
+            "{message}"
         );
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::{
     ConsumerSettings, InitialPosition, LeaseStoreSettings, PluginSettings, Settings, SourceSettings,
@@ -22,6 +23,7 @@ use crate::egress::EgressGrants;
 use crate::lease::LeaseStore;
 use crate::lease::coordinator::{CoordinatorSettings, HeldLease, LeaseCoordinator};
 use crate::lease::dynamo::DynamoLeaseStore;
+use crate::lease::metered::MeteredLeaseStore;
 use crate::lease::sqlite::SqliteLeaseStore;
 use crate::plugin::bindings::ShardInfo;
 use crate::plugin::reload::{PluginUpdates, ReloadOptions, spawn_reloader};
@@ -29,7 +31,10 @@ use crate::plugin::{InstanceConfig, Plugin, PluginEngine};
 use crate::shard_sync::{jittered_interval, sync_shards};
 use crate::source::kinesis::KinesisSource;
 use crate::source::local::LocalSource;
+use crate::source::metered::MeteredSource;
 use crate::source::{ShardSource, StartPosition};
+use crate::telemetry::health::{Health, HealthWindows};
+use crate::telemetry::metrics::metrics;
 use crate::worker::supervisor::supervise;
 use crate::worker::{ShardWorker, WorkerExit, WorkerSettings, WorkerStats};
 
@@ -142,8 +147,19 @@ async fn prepare_store(store: &dyn LeaseStore, shutdown: &CancellationToken) -> 
     }
 }
 
-/// Run the consumer until `shutdown` is cancelled (SIGTERM/SIGINT in `main`).
+/// Run the consumer until `shutdown` is cancelled (SIGTERM/SIGINT in `main`). Every
+/// event is in the span `consumer{worker, stream}`, its tasks' too.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let worker = settings
+        .consumer
+        .as_ref()
+        .map(|c| c.worker_id.clone())
+        .unwrap_or_default();
+    let span = tracing::info_span!("consumer", worker = %worker, stream = tracing::field::Empty);
+    run_in_span(settings, shutdown).instrument(span).await
+}
+
+async fn run_in_span(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let consumer = settings
         .consumer
         .clone()
@@ -157,7 +173,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 
     // Everything is resolved and built before any worker starts.
     let source = build_source(&consumer.source).await;
+    tracing::Span::current().record("stream", source.stream_name());
+    crate::telemetry::metrics::install(source.stream_name());
+    let health = Arc::new(Health::new(HealthWindows::for_consumer(
+        consumer.lease_duration,
+        consumer.shard_sync_interval,
+    )));
+    let source: Arc<dyn ShardSource> = Arc::new(MeteredSource::new(source, Arc::clone(&health)));
     let store = build_store(&consumer.leases, &consumer.application).await?;
+    let store: Arc<dyn LeaseStore> = Arc::new(MeteredLeaseStore::new(store, Arc::clone(&health)));
+    let metrics_stop = CancellationToken::new();
+    let _stop_metrics = metrics_stop.clone().drop_guard();
+    if let Some(address) = settings.metrics_address {
+        crate::telemetry::server::serve(address, Arc::clone(&health), metrics_stop).await?;
+    }
     prepare_store(store.as_ref(), &shutdown).await?;
     let engine = PluginEngine::new(&engine_settings)?;
     let plugin = {
@@ -174,6 +203,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         "shoal consumer starting"
     );
     report_ungranted_outbound(&plugin, &plugin_settings.sandbox.egress);
+    metrics().plugin_generation.set(1);
     let reload_cancel = CancellationToken::new();
     let (updates, _reload, reloader) = spawn_reloader(
         engine.clone(),
@@ -191,12 +221,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         let mut generations = updates.plugin.clone();
         generations.borrow_and_update();
         let grants = plugin_settings.sandbox.egress.clone();
-        tokio::spawn(async move {
-            while generations.changed().await.is_ok() {
-                let plugin = Arc::clone(&generations.borrow_and_update());
-                report_ungranted_outbound(&plugin, &grants);
+        tokio::spawn(
+            async move {
+                while generations.changed().await.is_ok() {
+                    let plugin = Arc::clone(&generations.borrow_and_update());
+                    report_ungranted_outbound(&plugin, &grants);
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
     let initial = consumer.initial_position.clone();
     let sync_cancel = CancellationToken::new();
@@ -221,7 +254,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             Ok(_) => {}
         }
         let failure = failure.clone();
-        tokio::spawn(async move {
+        let sync = async move {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -239,7 +272,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                     Err(e) => tracing::warn!("shard sync failed, will retry: {e}"),
                 }
             }
-        })
+        };
+        tokio::spawn(sync.in_current_span())
     };
 
     let plugin_deadline = plugin_settings.limits.deadline;
@@ -254,6 +288,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         tracker: TaskTracker::new(),
         stats: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
         failure,
+        health,
     };
     let mut coordinator = LeaseCoordinator::new(
         store,
@@ -303,6 +338,8 @@ struct Scheduler {
     stats: Arc<std::sync::Mutex<BTreeMap<String, Arc<WorkerStats>>>>,
     /// The first error no retry fixes; set, it stops the consumer (non-zero exit).
     failure: Failure,
+    /// Liveness and readiness stamps for `/healthz` and `/readyz`.
+    health: Arc<Health>,
 }
 
 /// An error that ends the run, reported by whichever task met it first.
@@ -398,8 +435,12 @@ impl Scheduler {
 
     /// One lease-coordinator tick: renew, take, steal; start workers for new leases.
     async fn tick(&self, coordinator: &mut LeaseCoordinator) {
-        match coordinator.tick().await {
+        let ticked = coordinator.tick().await;
+        self.health.ticked();
+        match ticked {
             Ok((summary, acquired)) => {
+                self.health
+                    .leases_ok(summary.held > 0 || summary.available == 0);
                 if !summary.taken.is_empty() || summary.stolen.is_some() || !summary.lost.is_empty()
                 {
                     tracing::info!(
@@ -463,8 +504,10 @@ impl Scheduler {
         let registry = coordinator.held_registry();
         let store = Arc::clone(&self.store);
         let failure = self.failure.clone();
-        self.tracker.spawn(async move {
-            match supervise(worker.run(), held, registry, store).await {
+        let span = tracing::Span::current();
+        let work = worker.run().instrument(span.clone());
+        let supervised = async move {
+            match supervise(work, held, registry, store).await {
                 Some(WorkerExit::ShardEnd) => tracing::info!(shard, "shard finished"),
                 Some(WorkerExit::LeaseLost) => {
                     tracing::info!(shard, "shard worker stopped: lease lost")
@@ -476,7 +519,8 @@ impl Scheduler {
                 // Panicked: logged, and the lease released for a restart.
                 None => {}
             }
-        });
+        };
+        self.tracker.spawn(supervised.instrument(span));
     }
 
     fn log_progress(&self, coordinator: &LeaseCoordinator, mark: &mut ProgressMark) {

@@ -18,7 +18,9 @@
 //! - [`replay`]: `shoal replay`, the offline edit-run loop for plugin authors.
 //! - [`shard_sync`]: leases for every shard, with lineage; cleanup of finished ones.
 //! - [`worker`]: one task per owned shard: fetch, de-aggregate, deliver, checkpoint, pace.
-//! - [`telemetry`]: tracing set-up.
+//! - [`telemetry`]: logs (text or JSON), Prometheus metrics, health and readiness, and
+//!   the HTTP endpoint serving them.
+//! - [`ops`]: commands that inspect rather than consume (`shoal check`).
 //!
 //! Without the default `engine` feature only the parsers of outside input are built
 //! ([`config`], [`egress`], [`kpl`], [`archive_format`]): what the fuzz targets need.
@@ -35,6 +37,8 @@ pub mod egress;
 pub mod kpl;
 #[cfg(feature = "engine")]
 pub mod lease;
+#[cfg(feature = "engine")]
+pub mod ops;
 #[cfg(feature = "engine")]
 pub mod plugin;
 #[cfg(feature = "engine")]

@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about)]
 struct Cli {
+    /// Log lines as `text` (default) or `json` (one object per line, with the spans:
+    /// worker, stream, shard, plugin generation). `RUST_LOG` filters them.
+    #[arg(long, value_enum, global = true, default_value = "text")]
+    log_format: shoal::telemetry::logs::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,7 +25,22 @@ enum Command {
         /// The config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464),
+        /// overriding `[metrics] address`.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
+    /// Check a deployment without consuming: the config, the plugin against the world and
+    /// its grants, the stream (a listing) and the lease store (there, or to be created).
+    /// Exit status 1 if anything would keep `shoal run` from working.
+    Check {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the lease table: one row per shard (owner, checkpoint, counter, parents,
+    /// state, how recently its counter moved), as a table or JSON, once or refreshed.
+    Leases(shoal::ops::leases::LeasesOptions),
     /// Run a plugin over records from a JSON-lines file, offline, printing each batch's
     /// outcome and timing (same sandbox, limits, traps and directives as the consumer).
     Replay(shoal::replay::ReplayOptions),
@@ -50,8 +69,8 @@ enum PluginCommand {
 }
 
 fn main() -> ExitCode {
-    shoal::telemetry::init();
     let cli = Cli::parse();
+    shoal::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,11 +92,30 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => {
-            let settings = shoal::config::load(&config)?;
+        Command::Run { config, metrics } => {
+            let mut settings = shoal::config::load(&config)?;
+            if metrics.is_some() {
+                settings.metrics_address = metrics;
+            }
             let shutdown = tokio_util::sync::CancellationToken::new();
             tokio::spawn(forward_signals(shutdown.clone()));
             shoal::consumer::run(settings, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let findings = shoal::ops::check::check(&config).await;
+            for finding in &findings {
+                println!("{finding}");
+            }
+            Ok(if findings.iter().all(|f| f.result.is_ok()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Leases(options) => {
+            let mut stdout = std::io::stdout();
+            shoal::ops::leases::run(&options, &mut stdout).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(options) => {

@@ -78,6 +78,7 @@ pub async fn run(
             engine: Default::default(),
             plugin: None,
             consumer: None,
+            metrics_address: None,
         },
     };
     let mut plugin_settings = settings.plugin.clone().unwrap_or_else(|| {

@@ -29,6 +29,8 @@ pub struct Cluster {
     sandbox: String,
     /// `[plugin.failure]` lines (none: the defaults).
     failure: String,
+    /// `[metrics] address` of the workers started from now on.
+    metrics: Option<String>,
     /// Ends the test process if this test hangs.
     watchdog: Watchdog,
 }
@@ -68,6 +70,7 @@ impl Cluster {
             plugin_settings: String::new(),
             sandbox: String::new(),
             failure: String::new(),
+            metrics: None,
             watchdog: Watchdog::arm(crate::watchdog::LIMIT),
         }
     }
@@ -95,6 +98,7 @@ impl Cluster {
             plugin_settings: String::new(),
             sandbox: String::new(),
             failure: String::new(),
+            metrics: None,
             watchdog: Watchdog::arm(crate::watchdog::LIMIT),
         }
     }
@@ -108,6 +112,12 @@ impl Cluster {
     /// poison policy); a relative `dead_letter_dir` is under the cluster's directory.
     pub fn set_failure(&mut self, lines: &str) {
         self.failure = lines.to_string();
+    }
+
+    /// Workers started from now on serve `/metrics`, `/healthz` and `/readyz` on
+    /// `address` (one worker at a time can use an address).
+    pub fn set_metrics(&mut self, address: &str) {
+        self.metrics = Some(address.to_string());
     }
 
     /// Workers started from now on load `path` (watched for hot swaps) with these extra
@@ -212,6 +222,7 @@ dir = "/archive"
 dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
 {sandbox}
 {failure}
+{metrics}
 "#,
             lease = self.lease_duration.as_millis(),
             plugin = self
@@ -221,6 +232,11 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
                 .display(),
             plugin_settings = self.plugin_settings,
             sandbox = self.sandbox,
+            metrics = self
+                .metrics
+                .as_ref()
+                .map(|a| format!("[metrics]\naddress = \"{a}\"\n"))
+                .unwrap_or_default(),
             failure = if self.failure.is_empty() {
                 String::new()
             } else {
@@ -277,6 +293,12 @@ endpoint = "{dynamodb}""#,
 
     /// Start a worker with extra `[consumer]` lines.
     pub fn start_with(&mut self, worker: &str, extra: &str) {
+        self.start_with_args(worker, extra, &[]);
+    }
+
+    /// Start a worker with extra `[consumer]` lines and extra `shoal` arguments (before
+    /// `run`, e.g. `--log-format json`).
+    pub fn start_with_args(&mut self, worker: &str, extra: &str, args: &[&str]) {
         let config = self.config(worker, extra);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -284,6 +306,7 @@ endpoint = "{dynamodb}""#,
             .open(self.path(&format!("logs/{worker}.log")))
             .expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
             .args(["run", "--config"])
             .arg(&config)
             .env(

@@ -19,14 +19,7 @@ const LEASE: Duration = Duration::from_millis(3000);
 /// `(partition key, data)` user records aggregated `per` to a KPL record by the
 /// `aws-kinesis-agg` package (installed by `tests/run.sh`).
 fn aggregates(records: &[(String, String)], per: usize) -> Vec<(String, Vec<u8>)> {
-    let python = std::env::var_os("SHOAL_KPL_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/toolchains/kpl-python/bin/python"));
-    assert!(
-        python.exists(),
-        "no Python with aws-kinesis-agg at {}: run `bash tests/run.sh`, which installs it",
-        python.display()
-    );
+    let python = crate::fixtures::test_python();
     let mut child = Command::new(&python)
         .arg(repo_root().join("tests/kpl/aggregate.py"))
         .arg(per.to_string())

@@ -101,6 +101,10 @@ impl Emulators {
         }
     }
 
+    pub fn dynamodb_endpoint(&self) -> &str {
+        &self.dynamodb
+    }
+
     pub fn kinesis_endpoint(&self) -> &str {
         &self.kinesis
     }

@@ -1,7 +1,8 @@
 //! A small fault-injecting HTTP/1.1 proxy in front of a Kinesis or DynamoDB emulator (the
 //! emulators never throttle): per request it forwards, answers a throttling error, answers
 //! a 5xx, drops the connection, forwards late, or never answers, following a deterministic
-//! plan over the request count.
+//! plan over the request count. An outage switch drops every connection, as if the
+//! service behind it were stopped.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -38,6 +39,8 @@ pub struct FaultProxy {
     pub endpoint: String,
     pub counts: Arc<FaultCounts>,
     stop: Arc<AtomicBool>,
+    /// While set, every request (of any operation) is dropped unanswered.
+    outage: Arc<AtomicBool>,
     port: u16,
 }
 
@@ -57,16 +60,21 @@ impl FaultProxy {
         let port = listener.local_addr().expect("addr").port();
         let counts = Arc::new(FaultCounts::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let outage = Arc::new(AtomicBool::new(false));
         {
-            let (counts, stop) = (Arc::clone(&counts), Arc::clone(&stop));
+            let (counts, stop, outage) =
+                (Arc::clone(&counts), Arc::clone(&stop), Arc::clone(&outage));
             std::thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let Ok(client) = client else { continue };
-                    let (counts, upstream) = (Arc::clone(&counts), upstream.clone());
-                    std::thread::spawn(move || serve(client, &upstream, operations, plan, &counts));
+                    let (counts, upstream, outage) =
+                        (Arc::clone(&counts), upstream.clone(), Arc::clone(&outage));
+                    std::thread::spawn(move || {
+                        serve(client, &upstream, operations, plan, &counts, &outage)
+                    });
                 }
             });
         }
@@ -74,8 +82,14 @@ impl FaultProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
             counts,
             stop,
+            outage,
             port,
         }
+    }
+
+    /// Drop every request from now on (`true`), or serve again (`false`).
+    pub fn set_outage(&self, down: bool) {
+        self.outage.store(down, Ordering::Relaxed);
     }
 
     pub fn summary(&self) -> String {
@@ -142,6 +156,7 @@ fn serve(
     operations: &[&str],
     plan: fn(u64) -> Fault,
     counts: &FaultCounts,
+    outage: &AtomicBool,
 ) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(120)));
     let mut writer = match client.try_clone() {
@@ -156,7 +171,9 @@ fn serve(
             .next()
             .unwrap_or_default()
             .to_string();
-        let fault = if operations.contains(&operation.as_str()) {
+        let fault = if outage.load(Ordering::Relaxed) {
+            Fault::Drop
+        } else if operations.contains(&operation.as_str()) {
             let n = counts.requests.fetch_add(1, Ordering::Relaxed);
             plan(n)
         } else {

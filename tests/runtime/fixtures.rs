@@ -156,3 +156,17 @@ pub fn misbehave_shard(
         on_poison,
     )
 }
+
+/// The tests' Python, with aws-kinesis-agg and prometheus-client (`tests/run.sh` installs
+/// it into `target/toolchains/test-python` and names it in `SHOAL_TEST_PYTHON`).
+pub fn test_python() -> PathBuf {
+    let python = std::env::var_os("SHOAL_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/toolchains/test-python/bin/python"));
+    assert!(
+        python.exists(),
+        "no test Python (with aws-kinesis-agg and prometheus-client) at {}: run `bash tests/run.sh`, which installs it",
+        python.display()
+    );
+    python
+}

@@ -22,6 +22,7 @@ use crate::plugin::{
     CallOutcome, GuestError, GuestTrap, InstanceConfig, Plugin, PluginEngine, ProcessorInstance,
     TrapKind,
 };
+use crate::telemetry::metrics::{KindLabel, metrics};
 use dead_letter::{DeadLetterReason, DeadLetterWriter};
 
 /// What to do once a batch is poisoned (failed `max_attempts` times, or `fatal`).
@@ -301,6 +302,7 @@ impl ShardProcessor {
         let mut failures = Vec::new();
         let mut consecutive: u32 = 0;
         let mut announced_poison = false;
+        let mut counted_poison = false;
         loop {
             self.adopt_latest_generation().await;
             let generation = self.current.generation();
@@ -324,6 +326,12 @@ impl ShardProcessor {
                     });
                 }
                 Err((Failure::Trap(trap), _)) if trap.kind == TrapKind::Abandoned => {
+                    metrics()
+                        .guest_traps
+                        .get_or_create(&KindLabel {
+                            kind: trap.kind.label(),
+                        })
+                        .inc();
                     tracing::info!("{trap}");
                     return Err(Cancelled);
                 }
@@ -333,6 +341,10 @@ impl ShardProcessor {
                     let poisoned = failure.is_fatal() || consecutive >= self.failure.max_attempts;
                     if failures.len() < MAX_RECORDED_FAILURES {
                         failures.push(failure.clone());
+                    }
+                    if poisoned && !counted_poison {
+                        counted_poison = true;
+                        metrics().batches_poisoned.inc();
                     }
                     if poisoned {
                         let report = |disposition| BatchReport {
@@ -384,6 +396,7 @@ impl ShardProcessor {
                         // A new generation may be the fix: retry with it at once.
                         _ = changed_or_pending(&mut self.plugins) => {}
                     }
+                    metrics().batch_retries.inc();
                 }
             }
         }
@@ -395,7 +408,7 @@ impl ShardProcessor {
         };
         let shard = self.shard_id().to_string();
         let generation = self.current.generation();
-        match tokio::task::spawn_blocking(move || instance.shutdown(reason)).await {
+        match in_span_blocking(move || instance.shutdown(reason)).await {
             Ok(CallOutcome::Trap(trap)) => {
                 tracing::warn!(%reason, "guest trapped in shutdown: {trap}");
                 Err(Failure::Trap(trap))
@@ -446,7 +459,7 @@ impl ShardProcessor {
         };
         let serial = instance.serial();
         let abandon = self.abandon.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        let joined = in_span_blocking(move || {
             let mut instance = instance;
             let outcome = instance.process_unless(&batch, Some(&abandon));
             (instance, outcome)
@@ -459,6 +472,9 @@ impl ShardProcessor {
             )
         })?;
         let stats = instance.last_call();
+        metrics()
+            .guest_call_seconds
+            .observe(stats.elapsed.as_secs_f64());
         match outcome {
             CallOutcome::Ok(directive) => {
                 *self.live_instance() = Some(instance);
@@ -482,7 +498,7 @@ impl ShardProcessor {
         let plugin = Arc::clone(&self.current);
         let config = Arc::clone(&self.config);
         let settings = Arc::clone(&self.guest_settings);
-        let built = tokio::task::spawn_blocking(move || {
+        let built = in_span_blocking(move || {
             let mut instance =
                 ProcessorInstance::new(&engine, &plugin, &config).map_err(|e| match e {
                     crate::plugin::instance::InstantiateError::Trap { trap, .. } => {
@@ -505,6 +521,15 @@ impl ShardProcessor {
     }
 
     fn log_failure(&self, failure: &Failure, attempt: u32, records: usize) {
+        let counted = match failure {
+            Failure::Trap(trap) => Some((&metrics().guest_traps, trap.kind.label())),
+            Failure::Guest(GuestError::Retry(_)) => Some((&metrics().guest_errors, "retry")),
+            Failure::Guest(GuestError::Fatal(_)) => Some((&metrics().guest_errors, "fatal")),
+            Failure::Setup(_) => None,
+        };
+        if let Some((family, kind)) = counted {
+            family.get_or_create(&KindLabel { kind }).inc();
+        }
         match failure {
             Failure::Trap(trap) => tracing::error!(
                 attempt,
@@ -574,6 +599,7 @@ async fn dead_letter(
     .await;
     match result {
         Ok(Ok(file)) => {
+            metrics().batches_dead_lettered.inc();
             tracing::warn!(
                 attempts, file = %file.display(),
                 "batch dead-lettered ({failure}); moving past it"
@@ -589,6 +615,15 @@ async fn dead_letter(
             None
         }
     }
+}
+
+/// Run a guest call on a blocking thread inside the caller's span, so what the guest
+/// logs (and what the call reports) carries the worker, stream, shard and generation.
+fn in_span_blocking<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(call))
 }
 
 /// Resolves when a new value is published; never, once the sender is gone.

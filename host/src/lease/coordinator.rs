@@ -45,6 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Checkpoint, Lease, LeaseError, LeaseStore};
+use crate::telemetry::metrics::metrics;
 
 /// Coordinator settings.
 #[derive(Debug, Clone)]
@@ -168,6 +169,7 @@ impl HeldLease {
 
     fn fence(&self) {
         if !self.lost.is_cancelled() {
+            metrics().lease_lost("fenced");
             tracing::warn!(
                 lease = %self.key,
                 "no lease renewal succeeded for {:?}: self-fencing (stopping the shard without checkpointing) before a peer may take it",
@@ -218,7 +220,7 @@ impl HeldLease {
             }
             Err(e) => {
                 if matches!(e, LeaseError::Conflict { .. } | LeaseError::NotFound { .. }) {
-                    self.lost.cancel();
+                    self.refused();
                 }
                 Err(e)
             }
@@ -233,7 +235,20 @@ impl HeldLease {
         let released = store.release(&lease).await;
         self.lost.cancel();
         *lease = released?;
+        if self.handoff.is_cancelled() {
+            metrics().leases_handed_off.inc();
+        } else {
+            metrics().leases_released.inc();
+        }
         Ok(())
+    }
+
+    /// A write was refused (another worker took the lease, or it was deleted): lost.
+    fn refused(&self) {
+        if !self.lost.is_cancelled() && !self.is_released() {
+            metrics().lease_lost("refused");
+        }
+        self.lost.cancel();
     }
 
     /// Renew once, unless the fence deadline passes first.
@@ -283,7 +298,7 @@ impl HeldLease {
                     if !self.lost.is_cancelled() && !self.is_released() {
                         tracing::warn!(lease = %self.key, "lease renewal refused (another worker took it); its shard worker stops without checkpointing");
                     }
-                    self.lost.cancel();
+                    self.refused();
                     return;
                 }
                 Err(Some(Loss::Fenced)) => {
@@ -311,6 +326,8 @@ pub struct TickSummary {
     pub handing_over: Vec<String>,
     /// Leases lost (renewal refused or overdue).
     pub lost: Vec<String>,
+    /// Leases that were available to take when this worker was below its target.
+    pub available: usize,
     /// Workers seen (including this one).
     pub workers: usize,
     /// Target leases per worker.
@@ -463,6 +480,7 @@ impl LeaseCoordinator {
                 .filter(|l| self.is_available(l, now))
                 .filter(|l| parents_done(l, &finished))
                 .collect();
+            summary.available = available.len();
             for lease in available.into_iter().take(target - mine) {
                 match self.take(lease).await {
                     Ok(held) => {
@@ -488,6 +506,14 @@ impl LeaseCoordinator {
             }
         }
         summary.held = self.held.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let m = metrics();
+        m.leases_held
+            .set(i64::try_from(summary.held).unwrap_or(i64::MAX));
+        m.leases_taken
+            .inc_by(summary.taken.len() as u64 + u64::from(summary.stolen.is_some()));
+        if summary.stolen.is_some() {
+            m.leases_stolen.inc();
+        }
         Ok((summary, acquired))
     }
 
@@ -625,7 +651,9 @@ impl LeaseCoordinator {
             self.settings.fence_after(),
             start_after,
         ));
-        tokio::spawn(Arc::clone(&held).keep_alive(Arc::clone(&self.store), self.settings.tick()));
+        tokio::spawn(tracing::Instrument::in_current_span(
+            Arc::clone(&held).keep_alive(Arc::clone(&self.store), self.settings.tick()),
+        ));
         self.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{Checkpoint, Lease, LeaseError, LeaseStore};
-use crate::aws::{ErrorClass, classify, sdk_config};
+use crate::aws::{ErrorClass, Service, classify, classify_call, sdk_config};
 
 /// How long `prepare` waits for a new table to become ACTIVE.
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -74,6 +74,27 @@ impl DynamoLeaseStore {
         &self.client
     }
 
+    /// The table's status (`ACTIVE`, `CREATING`, …), or `None` if it does not exist.
+    pub async fn table_status(&self) -> Result<Option<String>, LeaseError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.table()
+                    .and_then(|t| t.table_status())
+                    .map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string()),
+            )),
+            Err(e) => match classify(&e) {
+                (ErrorClass::Service(code), _) if code == "ResourceNotFoundException" => Ok(None),
+                _ => Err(lease_error("DescribeTable", &e)),
+            },
+        }
+    }
+
     /// A conditional update of a held lease, re-reading on a failed condition so an SDK
     /// retry of a write that did succeed is not mistaken for a lost lease.
     async fn fenced_update(
@@ -105,7 +126,7 @@ impl DynamoLeaseStore {
                     .ok_or_else(|| LeaseError::Fatal("UpdateItem returned no item".into()))?,
             ),
             Err(e) => {
-                let (class, message) = classify(&e);
+                let (class, message) = classify_call(Service::DynamoDb, "UpdateItem", &e);
                 match class {
                     ErrorClass::Service(code) if code == "ConditionalCheckFailedException" => {
                         match self.get(&lease.key).await? {
@@ -165,9 +186,10 @@ fn condition_failed<
 }
 
 fn lease_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static>(
+    operation: &str,
     e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> LeaseError {
-    let (class, message) = classify(e);
+    let (class, message) = classify_call(Service::DynamoDb, operation, e);
     match class {
         ErrorClass::Throttled | ErrorClass::Transient => LeaseError::Transient(message),
         _ => LeaseError::Fatal(message),
@@ -249,7 +271,7 @@ impl LeaseStore for DynamoLeaseStore {
             Ok(_) => true,
             Err(e) => match classify(&e) {
                 (ErrorClass::Service(code), _) if code == "ResourceNotFoundException" => false,
-                _ => return Err(lease_error(&e)),
+                _ => return Err(lease_error("DescribeTable", &e)),
             },
         };
         if !exists {
@@ -281,7 +303,7 @@ impl LeaseStore for DynamoLeaseStore {
                 Err(e) => match classify(&e) {
                     // Another worker created it first.
                     (ErrorClass::Service(code), _) if code == "ResourceInUseException" => {}
-                    _ => return Err(lease_error(&e)),
+                    _ => return Err(lease_error("CreateTable", &e)),
                 },
             }
         }
@@ -293,7 +315,7 @@ impl LeaseStore for DynamoLeaseStore {
                 .table_name(&self.table)
                 .send()
                 .await
-                .map_err(|e| lease_error(&e))?;
+                .map_err(|e| lease_error("DescribeTable", &e))?;
             if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
                 return Ok(());
             }
@@ -319,7 +341,7 @@ impl LeaseStore for DynamoLeaseStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| lease_error(&e))?;
+                .map_err(|e| lease_error("Scan", &e))?;
             for item in out.items() {
                 leases.push(parse(item)?);
             }
@@ -341,7 +363,7 @@ impl LeaseStore for DynamoLeaseStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| lease_error(&e))?;
+            .map_err(|e| lease_error("GetItem", &e))?;
         out.item().map(parse).transpose()
     }
 
@@ -391,7 +413,7 @@ impl LeaseStore for DynamoLeaseStore {
         {
             Ok(_) => Ok(true),
             Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(lease_error(&e)),
+            Err(e) => Err(lease_error("PutItem", &e)),
         }
     }
 
@@ -485,7 +507,7 @@ impl LeaseStore for DynamoLeaseStore {
             Err(e) if condition_failed(&e) => Err(LeaseError::Conflict {
                 key: lease.key.clone(),
             }),
-            Err(e) => Err(lease_error(&e)),
+            Err(e) => Err(lease_error("UpdateItem", &e)),
         }
     }
 
@@ -508,7 +530,7 @@ impl LeaseStore for DynamoLeaseStore {
             Err(e) if condition_failed(&e) => Err(LeaseError::NotFound {
                 key: key.to_string(),
             }),
-            Err(e) => Err(lease_error(&e)),
+            Err(e) => Err(lease_error("UpdateItem", &e)),
         }
     }
 
@@ -527,7 +549,7 @@ impl LeaseStore for DynamoLeaseStore {
             Err(e) if condition_failed(&e) => Err(LeaseError::Conflict {
                 key: lease.key.clone(),
             }),
-            Err(e) => Err(lease_error(&e)),
+            Err(e) => Err(lease_error("DeleteItem", &e)),
         }
     }
 }

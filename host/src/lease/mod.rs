@@ -11,6 +11,7 @@
 pub mod coordinator;
 pub mod dynamo;
 pub mod memory;
+pub mod metered;
 pub mod model;
 pub mod sqlite;
 

@@ -76,6 +76,18 @@ pub enum TrapKind {
 }
 
 impl TrapKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [TrapKind; 8] = [
+        TrapKind::Panic,
+        TrapKind::OutOfBounds,
+        TrapKind::StackOverflow,
+        TrapKind::DeadlineExceeded,
+        TrapKind::MemoryCapExceeded,
+        TrapKind::Arithmetic,
+        TrapKind::Abandoned,
+        TrapKind::Other,
+    ];
+
     /// A short stable label for logs, metrics and tests.
     pub fn label(self) -> &'static str {
         match self {

@@ -209,6 +209,7 @@ impl Reloader {
                 );
                 status.generation = plugin.generation();
                 status.last_error = None;
+                reloaded("accepted", plugin.generation());
                 self.plugin_tx.send_replace(Arc::new(plugin));
             }
             Ok(Err(e)) => {
@@ -220,13 +221,25 @@ impl Reloader {
                 );
                 status.rejected += 1;
                 status.last_error = Some(e.to_string());
+                reloaded("rejected", current.generation());
             }
             Err(join) => {
                 tracing::error!(plugin = %self.path.display(), "plugin reload task failed: {join}");
                 status.rejected += 1;
                 status.last_error = Some(format!("reload task failed: {join}"));
+                reloaded("rejected", current.generation());
             }
         }
         self.status_tx.send_replace(status);
     }
+}
+
+/// Count a reload by `outcome` and publish the generation in use.
+fn reloaded(outcome: &'static str, generation: u64) {
+    let m = crate::telemetry::metrics::metrics();
+    m.plugin_reloads
+        .get_or_create(&crate::telemetry::metrics::OutcomeLabel { outcome })
+        .inc();
+    m.plugin_generation
+        .set(i64::try_from(generation).unwrap_or(i64::MAX));
 }

@@ -7,7 +7,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Shard, ShardFilter, ShardFilterType, ShardIteratorType};
 
 use super::{Fetched, ShardDescription, ShardSource, SourceError, SourceRecord, StartPosition};
-use crate::aws::{ErrorClass, classify, sdk_config};
+use crate::aws::{ErrorClass, Service, classify_call, sdk_config};
 
 /// A Kinesis stream.
 #[derive(Debug, Clone)]
@@ -64,7 +64,10 @@ impl KinesisSource {
                     .set_stream_arn(self.stream_arn.clone())
                     .set_shard_filter(filter.clone()),
             };
-            let out = request.send().await.map_err(|e| source_error(&e))?;
+            let out = request
+                .send()
+                .await
+                .map_err(|e| source_error("ListShards", &e))?;
             let more = !out.shards().is_empty();
             let next = out.next_token().map(str::to_string);
             shards.extend(out.shards.unwrap_or_default());
@@ -98,9 +101,10 @@ fn describe(s: &Shard) -> ShardDescription {
 }
 
 fn source_error<E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static>(
+    operation: &str,
     err: &aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
 ) -> SourceError {
-    let (class, message) = classify(err);
+    let (class, message) = classify_call(Service::Kinesis, operation, err);
     match class {
         ErrorClass::Throttled => SourceError::Throttled(message),
         ErrorClass::Transient => SourceError::Transient(message),
@@ -169,7 +173,10 @@ impl ShardSource for KinesisSource {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(s),
         };
-        let out = request.send().await.map_err(|e| source_error(&e))?;
+        let out = request
+            .send()
+            .await
+            .map_err(|e| source_error("GetShardIterator", &e))?;
         out.shard_iterator()
             .map(str::to_string)
             .ok_or_else(|| SourceError::Transient("GetShardIterator returned no iterator".into()))
@@ -184,7 +191,7 @@ impl ShardSource for KinesisSource {
             .limit(limit)
             .send()
             .await
-            .map_err(|e| source_error(&e))?;
+            .map_err(|e| source_error("GetRecords", &e))?;
         let millis_behind_latest =
             u64::try_from(out.millis_behind_latest().unwrap_or(0)).unwrap_or(0);
         let next_iterator = out.next_shard_iterator().map(str::to_string);
@@ -292,7 +299,7 @@ mod tests {
     /// the run.
     #[test]
     fn list_shards_errors_are_classified_for_their_callers() {
-        let class = |code| source_error(&list_shards_error(code));
+        let class = |code| source_error("ListShards", &list_shards_error(code));
         assert!(matches!(
             class("ExpiredNextTokenException"),
             SourceError::Transient(_)

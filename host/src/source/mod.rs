@@ -3,6 +3,7 @@
 
 pub mod kinesis;
 pub mod local;
+pub mod metered;
 
 /// A shard as the source lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,16 +1,39 @@
-//! Tracing set-up: human-readable events on stderr, filtered by `RUST_LOG` (default info).
+//! Tracing set-up: events on stderr, as text for people or as one JSON object per line
+//! for log pipelines, filtered by `RUST_LOG` (default `info`). Both formats carry the
+//! spans an event happened in: `consumer{worker, stream}`, `worker{shard}` and
+//! `shard{generation}`, so every line says which process, shard and plugin generation it
+//! is about.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// How log lines look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields` (with `message`),
+    /// `target`, `span` (the innermost) and `spans` (outermost first).
+    Json,
+}
+
 /// Install the global subscriber. Safe to call once per process.
-pub fn init() {
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }

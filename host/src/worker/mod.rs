@@ -29,6 +29,7 @@ use crate::plugin::bindings::{
     Batch, CheckpointDirective, KinesisRecord, Position, ShutdownReason,
 };
 use crate::source::{Fetched, ShardSource, SourceError, SourceRecord, StartPosition};
+use crate::telemetry::metrics::{ShardMetrics, metrics};
 use checkpointer::Checkpointer;
 use resume::Resume;
 
@@ -85,6 +86,8 @@ pub struct ShardWorker {
     settings: WorkerSettings,
     shutdown: CancellationToken,
     stats: Arc<WorkerStats>,
+    /// This shard's Prometheus series (given back by the supervisor when it stops).
+    metrics: ShardMetrics,
     /// The first record this worker delivered: where the unacknowledged records begin
     /// while no checkpoint names a record yet.
     first_delivered: Option<Position>,
@@ -115,6 +118,7 @@ impl ShardWorker {
         stats: Arc<WorkerStats>,
     ) -> Self {
         processor.abandon_calls_when(held.lost().clone());
+        let metrics = metrics().shard(held.key());
         Self {
             source,
             store,
@@ -123,13 +127,15 @@ impl ShardWorker {
             settings,
             shutdown,
             stats,
+            metrics,
             first_delivered: None,
         }
     }
 
     /// Run until shard end, shutdown or lease loss.
     pub async fn run(mut self) -> WorkerExit {
-        let span = tracing::info_span!("worker", stream = %self.source.stream_name(), shard = %self.held.key());
+        // Inside `consumer{worker, stream}` (the caller instruments this future with it).
+        let span = tracing::info_span!("worker", shard = %self.held.key());
         let exit = tracing::Instrument::instrument(self.run_inner(), span).await;
         match exit {
             WorkerExit::LeaseLost => {
@@ -282,6 +288,7 @@ impl ShardWorker {
                     fetched.millis_behind_latest,
                     std::sync::atomic::Ordering::Relaxed,
                 );
+                self.metrics.set_behind_latest(fetched.millis_behind_latest);
                 Step::Go(Some((fetched, called_at)))
             }
             Err(SourceError::ExpiredIterator) => {
@@ -371,6 +378,10 @@ impl ShardWorker {
         self.stats
             .batches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.records.inc_by(batch.records.len() as u64);
+        self.metrics
+            .bytes
+            .inc_by(batch.records.iter().map(|r| r.data.len() as u64).sum());
         let directive = match &report.disposition {
             Disposition::Processed(d) => d.clone(),
             // Dead-lettered batches are on disk: move past them.
@@ -458,14 +469,17 @@ impl ShardWorker {
         loop {
             match self.held.checkpoint(self.store.as_ref(), &checkpoint).await {
                 Ok(()) => {
+                    self.metrics.checkpoints.inc();
                     checkpointer.written(checkpoint, Instant::now());
                     return Step::Go(());
                 }
                 Err(e) if self.held.lost().is_cancelled() => {
+                    self.metrics.checkpoint_failures.inc();
                     tracing::warn!("checkpoint refused, lease lost: {e}");
                     return Step::Stop(WorkerExit::LeaseLost);
                 }
                 Err(e) => {
+                    self.metrics.checkpoint_failures.inc();
                     attempt += 1;
                     let delay = self.backoff(attempt);
                     tracing::warn!(attempt, "checkpoint write failed, retrying: {e}");

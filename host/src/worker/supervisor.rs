@@ -25,6 +25,7 @@ pub async fn supervise(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(held.key());
+    crate::telemetry::metrics::metrics().forget_shard(held.key());
     match exit {
         Ok(exit) => Some(exit),
         Err(e) => {

@@ -1,0 +1,9 @@
+//! What shoal tells its operator: log set-up, the Prometheus metrics, and the health and
+//! readiness state served with them over HTTP.
+
+pub mod health;
+pub mod logs;
+pub mod metrics;
+pub mod server;
+
+pub use logs::init;
