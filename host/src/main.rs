@@ -84,10 +84,27 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("shoal: {e:#}");
+            eprintln!("shoal: {}", plain_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes in one line, each cause said once (many errors already quote
+/// their cause, which `{:#}` would print a second time).
+fn plain_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -630,3 +630,33 @@ fn leases_shows_what_a_two_worker_run_leaves_as_a_table_and_as_json() {
         assert_eq!(row["renewal_age_at_least"], true, "{row}");
     }
 }
+
+/// A failure that ends `shoal run` is one line, and says its root cause once.
+#[test]
+fn a_missing_plugin_file_is_reported_once_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("stream")).expect("mkdir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[consumer]\napplication = \"missing-plugin\"\n[source]\nkind = \"local\"\ndirectory = \"stream\"\n[leases]\nkind = \"sqlite\"\npath = \"leases.db\"\n[plugin]\npath = \"no-such.wasm\"\n",
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run shoal");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().expect("a message");
+    assert!(
+        last.starts_with("shoal: cannot read plugin ") && last.contains("no-such.wasm"),
+        "{stderr}"
+    );
+    assert_eq!(
+        last.matches("No such file or directory").count(),
+        1,
+        "the cause said once: {last}"
+    );
+}
