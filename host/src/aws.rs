@@ -287,3 +287,74 @@ mod tests {
         );
     }
 }
+
+/// The minimal IAM policy shipped in `docs/iam-policy.json` grants every Kinesis and
+/// DynamoDB operation shoal calls, and nothing else: read off the calls in the source.
+#[cfg(test)]
+mod iam_policy {
+    fn called_operations(source: &str, prefix: &str) -> Vec<String> {
+        let mut operations: Vec<String> = source
+            .split("()")
+            .filter_map(|before| before.rsplit(['.', ' ', '\n']).next())
+            .filter(|name| {
+                [
+                    "list_shards",
+                    "get_shard_iterator",
+                    "get_records",
+                    "describe_table",
+                    "create_table",
+                    "scan",
+                    "query",
+                    "get_item",
+                    "put_item",
+                    "update_item",
+                    "delete_item",
+                    "batch_write_item",
+                    "register_stream_consumer",
+                    "describe_stream_consumer",
+                    "subscribe_to_shard",
+                    "describe_stream",
+                    "describe_stream_summary",
+                ]
+                .contains(name)
+            })
+            .map(|snake| {
+                let camel: String = snake
+                    .split('_')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        c.next()
+                            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                format!("{prefix}:{camel}")
+            })
+            .collect();
+        operations.sort();
+        operations.dedup();
+        operations
+    }
+
+    #[test]
+    fn the_shipped_policy_grants_exactly_the_operations_shoal_calls() {
+        let policy: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/iam-policy.json")).expect("policy JSON");
+        let mut granted: Vec<String> = policy["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .flat_map(|s| s["Action"].as_array().expect("actions").clone())
+            .map(|a| a.as_str().expect("action").to_string())
+            .filter(|a| !a.starts_with("kms:"))
+            .collect();
+        granted.sort();
+        let mut called = called_operations(include_str!("source/kinesis.rs"), "kinesis");
+        called.extend(called_operations(
+            include_str!("lease/dynamo.rs"),
+            "dynamodb",
+        ));
+        called.sort();
+        assert_eq!(granted, called);
+    }
+}
