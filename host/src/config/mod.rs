@@ -1345,3 +1345,98 @@ mod golden {
         assert!(!e.contains("did you mean"), "{e}");
     }
 }
+
+/// `docs/CONFIG.md` documents every key the config file takes: the keys are read off the
+/// parser itself (its "unknown field … expected …" answer for each section), so a new key
+/// without a line in the reference fails here.
+#[cfg(test)]
+mod reference {
+    use super::*;
+
+    const REFERENCE: &str = include_str!("../../../docs/CONFIG.md");
+
+    /// The keys a section accepts, as the parser lists them.
+    fn keys_of(text_with_an_unknown_key: &str) -> Vec<String> {
+        let e = check(Path::new("c.toml"), text_with_an_unknown_key)
+            .expect_err("an unknown key is refused")
+            .message;
+        let expected = e
+            .split_once("expected")
+            .unwrap_or_else(|| panic!("no key list in {e:?}"))
+            .1;
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The rows of the reference's table under `heading`.
+    fn documented(heading: &str) -> &'static str {
+        let start = REFERENCE
+            .find(&format!("# `[{heading}]`"))
+            .unwrap_or_else(|| panic!("docs/CONFIG.md has no section for [{heading}]"));
+        let rest = &REFERENCE[start + 1..];
+        let end = rest.find("\n#").map_or(rest.len(), |i| i + 1);
+        &rest[..end]
+    }
+
+    #[test]
+    fn every_key_is_in_the_reference() {
+        let base = "[plugin]\npath = \"x.wasm\"\n[consumer]\napplication = \"orders\"\n[source]\nkind = \"local\"\ndirectory = \"s\"\n[leases]\nkind = \"sqlite\"\npath = \"l.db\"\n";
+        let sections = [
+            (
+                "consumer",
+                base.replace("[consumer]\n", "[consumer]\nzz_unknown = 1\n"),
+            ),
+            (
+                "source",
+                base.replace("[source]\n", "[source]\nzz_unknown = 1\n"),
+            ),
+            (
+                "leases",
+                base.replace("[leases]\n", "[leases]\nzz_unknown = 1\n"),
+            ),
+            ("engine", format!("[engine]\nzz_unknown = 1\n{base}")),
+            ("metrics", format!("{base}[metrics]\nzz_unknown = 1\n")),
+            (
+                "plugin",
+                base.replace("[plugin]\n", "[plugin]\nzz_unknown = 1\n"),
+            ),
+            (
+                "plugin.sandbox",
+                format!("{base}[plugin.sandbox]\nzz_unknown = 1\n"),
+            ),
+            (
+                "plugin.limits",
+                format!("{base}[plugin.limits]\nzz_unknown = 1\n"),
+            ),
+            (
+                "plugin.failure",
+                format!("{base}[plugin.failure]\nzz_unknown = 1\n"),
+            ),
+        ];
+        let mut checked = 0;
+        for (section, text) in sections {
+            let table = documented(section);
+            for key in keys_of(&text) {
+                let row = match (section, key.as_str()) {
+                    // Sub-tables have sections of their own.
+                    ("plugin", "sandbox" | "limits" | "failure") => {
+                        documented(&format!("plugin.{key}"));
+                        continue;
+                    }
+                    ("plugin", "settings") => "| `settings.*`".to_string(),
+                    _ => format!("| `{key}`"),
+                };
+                assert!(
+                    table.contains(&row),
+                    "[{section}] {key} is missing from docs/CONFIG.md"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 40, "only {checked} keys checked");
+    }
+}
