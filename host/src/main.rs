@@ -38,6 +38,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Start a processor project in a new directory NAME: the processor, shoal's WIT, a
+    /// one-command build (`bash build.sh`) and a config that runs it on local files.
+    New {
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: shoal::ops::new::Lang,
+        /// The project's name (and directory): lowercase letters, digits, '-', '_'.
+        name: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Show the lease table: one row per shard (owner, checkpoint, counter, parents,
     /// state, how recently its counter moved), as a table or JSON, once or refreshed.
     Leases(shoal::ops::leases::LeasesOptions),
@@ -129,6 +141,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::New { lang, name, dir } => {
+            let root = shoal::ops::new::create(lang, &name, &dir)?;
+            println!(
+                "created {}: build it with `bash {}/build.sh`, run it with `shoal run --config {}/shoal.toml`",
+                root.display(),
+                root.display(),
+                root.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Leases(options) => {
             let mut stdout = std::io::stdout();

@@ -24,12 +24,10 @@ pub fn build(lang: &str) -> PathBuf {
 /// Build `examples/processors/<lang>/` with its own one command and return the component
 /// `build/<name>.wasm` it made; fails loudly.
 pub fn build_component(lang: &str, name: &str) -> PathBuf {
-    // One toolchain build at a time: they are CPU-heavy, some install packages, and two
-    // builds of one language would write the same staging directories. Each language's
-    // build.sh builds all its components, and runs once per test process: the sources do
-    // not change while the tests run, and some build.sh (JavaScript's) rebuild every time.
-    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    // Each language's build.sh builds all its components, and runs once per test process:
+    // the sources do not change while the tests run, and some build.sh (JavaScript's)
+    // rebuild every time.
+    let mut built = build_lock();
     let dir = repo_root().join("examples/processors").join(lang);
     if !built.iter().any(|l| l == lang) {
         run_build(lang, &dir);
@@ -42,6 +40,15 @@ pub fn build_component(lang: &str, name: &str) -> PathBuf {
         wasm.display()
     );
     wasm
+}
+
+/// One toolchain build at a time (the examples' and `shoal new` projects'): they are
+/// CPU-heavy, some install packages into the shared `target/toolchains`, and two builds
+/// of one language would write the same staging directories. Holds the languages whose
+/// examples are built.
+pub fn build_lock() -> std::sync::MutexGuard<'static, Vec<String>> {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    BUILT.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn run_build(lang: &str, dir: &std::path::Path) {

@@ -21,6 +21,7 @@ mod http_sinks;
 mod inspect;
 mod lease_faults;
 mod limits;
+mod new_project;
 mod operate;
 mod replay;
 mod sandbox;

@@ -30,7 +30,7 @@ pub mod http;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "processor",
-        path: "../../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_processor_world",
         default_bindings_module: "shoal_sdk::bindings",
