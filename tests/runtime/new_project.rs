@@ -120,3 +120,13 @@ fn a_new_python_project_builds_outside_the_repository_and_runs() {
 fn a_new_javascript_project_builds_outside_the_repository_and_runs() {
     new_project_builds_and_runs("javascript");
 }
+
+#[test]
+fn a_new_c_project_builds_outside_the_repository_and_runs() {
+    new_project_builds_and_runs("c");
+}
+
+#[test]
+fn a_new_go_project_builds_outside_the_repository_and_runs() {
+    new_project_builds_and_runs("go");
+}

@@ -16,6 +16,10 @@ pub enum Lang {
     Python,
     /// JavaScript, with componentize-qjs (QuickJS).
     Javascript,
+    /// C, with clang and wasi-libc (Debian packages) and jco.
+    C,
+    /// Go (1.24+, GOOS=wasip1) with hand-written component glue, and jco.
+    Go,
 }
 
 impl Lang {
@@ -24,6 +28,8 @@ impl Lang {
             Lang::Rust => "Rust",
             Lang::Python => "Python",
             Lang::Javascript => "JavaScript",
+            Lang::C => "C",
+            Lang::Go => "Go",
         }
     }
 
@@ -32,6 +38,8 @@ impl Lang {
             Lang::Rust => "src/lib.rs",
             Lang::Python => "app.py",
             Lang::Javascript => "app.js",
+            Lang::C => "app.c",
+            Lang::Go => "main.go",
         }
     }
 }
@@ -73,20 +81,39 @@ const WIT: [(&str, &str); 9] = [
     ),
 ];
 
-/// One file of a project: where, what (before `{{…}}` substitution), and whether it runs.
+/// One file of a project: where, what (text before `{{…}}` substitution, or bytes as
+/// they are), and whether it runs.
 struct Template {
     path: String,
-    text: &'static str,
+    contents: Contents,
     executable: bool,
+}
+
+enum Contents {
+    Text(&'static str),
+    Bytes(&'static [u8]),
 }
 
 fn file(path: &str, text: &'static str) -> Template {
     Template {
         path: path.to_string(),
-        text,
+        contents: Contents::Text(text),
         executable: path.ends_with(".sh"),
     }
 }
+
+fn binary(path: &str, bytes: &'static [u8]) -> Template {
+    Template {
+        path: path.to_string(),
+        contents: Contents::Bytes(bytes),
+        executable: false,
+    }
+}
+
+/// The world's type as a wasm object, made by `wit-bindgen c` (0.61.1) from `wit/`: linked
+/// into a C module, or added to a Go one, it tells `jco new` which world it implements.
+const COMPONENT_TYPE: &[u8] =
+    include_bytes!("../../../examples/processors/c/gen/processor_component_type.o");
 
 fn templates(lang: Lang) -> Vec<Template> {
     let mut files = vec![
@@ -175,6 +202,42 @@ fn templates(lang: Lang) -> Vec<Template> {
             ));
             files.extend(wit_under("wit/"));
         }
+        Lang::C => {
+            files.push(file("app.c", include_str!("../../templates/c/app.c")));
+            files.push(file("build.sh", include_str!("../../templates/c/build.sh")));
+            files.push(file(
+                "gen/processor.h",
+                include_str!("../../../examples/processors/c/gen/processor.h"),
+            ));
+            files.push(file(
+                "gen/processor.c",
+                include_str!("../../../examples/processors/c/gen/processor.c"),
+            ));
+            files.push(binary("gen/processor_component_type.o", COMPONENT_TYPE));
+            files.extend(wit_under("wit/"));
+        }
+        Lang::Go => {
+            files.push(file("main.go", include_str!("../../templates/go/main.go")));
+            files.push(file("go.mod", include_str!("../../templates/go/go.mod")));
+            files.push(file(
+                "build.sh",
+                include_str!("../../templates/go/build.sh"),
+            ));
+            files.push(file(
+                "abi.go",
+                include_str!("../../../examples/processors/go/abi.go"),
+            ));
+            files.push(file(
+                "adapter_arena.go",
+                include_str!("../../../examples/processors/go/adapter_arena.go"),
+            ));
+            files.push(file(
+                "prepare_core.py",
+                include_str!("../../../examples/processors/go/prepare_core.py"),
+            ));
+            files.push(binary("processor_component_type.o", COMPONENT_TYPE));
+            files.extend(wit_under("wit/"));
+        }
     }
     files
 }
@@ -219,8 +282,11 @@ pub fn create(lang: Lang, name: &str, parent: &Path) -> anyhow::Result<PathBuf> 
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        std::fs::write(&path, fill(template.text, lang, name))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let written = match template.contents {
+            Contents::Text(text) => std::fs::write(&path, fill(text, lang, name)),
+            Contents::Bytes(bytes) => std::fs::write(&path, bytes),
+        };
+        written.with_context(|| format!("cannot write {}", path.display()))?;
         if template.executable {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
