@@ -184,24 +184,35 @@ fn distinct_causes(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// A service error as the SDK would return it for an answer with `status` and error
+/// `code` (message "from a test"), for the classification tests; `generic` makes the
+/// operation's error type (e.g. `GetRecordsError::generic`).
+#[cfg(test)]
+pub(crate) fn test_service_error<E>(
+    code: &str,
+    status: u16,
+    generic: impl FnOnce(aws_sdk_kinesis::error::ErrorMetadata) -> E,
+) -> SdkError<E, HttpResponse> {
+    let raw: HttpResponse = http::Response::builder()
+        .status(status)
+        .body("".into())
+        .expect("response")
+        .try_into()
+        .expect("response");
+    let error = aws_sdk_kinesis::error::ErrorMetadata::builder()
+        .code(code)
+        .message("from a test")
+        .build();
+    SdkError::service_error(generic(error), raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_kinesis::error::ErrorMetadata;
     use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 
     fn service_error(code: &str, status: u16) -> SdkError<GetRecordsError, HttpResponse> {
-        let raw: HttpResponse = http::Response::builder()
-            .status(status)
-            .body("".into())
-            .expect("response")
-            .try_into()
-            .expect("response");
-        let error = ErrorMetadata::builder()
-            .code(code)
-            .message("from a test")
-            .build();
-        SdkError::service_error(GetRecordsError::generic(error), raw)
+        test_service_error(code, status, GetRecordsError::generic)
     }
 
     /// A KMS key that is disabled, missing or not ours is for an operator to fix: the

@@ -98,8 +98,10 @@ fn a_guest_opening_a_fifo_with_no_writer_is_stopped_at_its_deadline() {
     drop(writer);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_lease_abandons_a_waiting_guest_at_once_and_retries_nothing() {
+/// Run `marker` (deadline 120 s) on a shard whose lease is lost 500 ms in: the call must
+/// end as cancelled within a second of the loss, and nothing be dead-lettered (another
+/// worker owns the shard). Returns how long after the loss the call ended.
+async fn lose_the_lease_during(shard_id: &str, marker: &str) -> Duration {
     let engine = engine();
     let dead = tempfile::tempdir().expect("tempdir");
     let limits = LimitSettings {
@@ -109,52 +111,7 @@ async fn a_lost_lease_abandons_a_waiting_guest_at_once_and_retries_nothing() {
     let mut shard = processor(
         &engine,
         load(&engine, "misbehave"),
-        instance_config("shardId-abandon", SandboxSettings::default(), limits),
-        &[],
-        fast_failure(1),
-        OnPoison::DeadLetter(DeadLetterWriter::new(dead.path())),
-    );
-    let lost = CancellationToken::new();
-    shard.abandon_calls_when(lost.clone());
-    let losing = lost.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        losing.cancel();
-    });
-    let started = Instant::now();
-    let result = shard
-        .process(batch(1, &["misbehave:sleep:600000"]), &lost)
-        .await;
-    assert!(
-        result.is_err(),
-        "a call abandoned on lease loss ends the delivery as cancelled: {result:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "the waiting guest was not abandoned: {:?}",
-        started.elapsed()
-    );
-    assert!(
-        !dead.path().join("shardId-abandon.jsonl").exists(),
-        "an abandoned batch is not poisoned: another worker owns the shard"
-    );
-}
-
-/// A guest that computes (no host call to drop) is interrupted at the next epoch tick when
-/// the lease is lost, not at its deadline: the lease argument counts on the holder
-/// stopping within its self-fence margin.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_lease_interrupts_a_computing_guest_within_a_tick() {
-    let engine = engine();
-    let dead = tempfile::tempdir().expect("tempdir");
-    let limits = LimitSettings {
-        deadline: Duration::from_secs(120),
-        ..test_limits()
-    };
-    let mut shard = processor(
-        &engine,
-        load(&engine, "misbehave"),
-        instance_config("shardId-spin-lost", SandboxSettings::default(), limits),
+        instance_config(shard_id, SandboxSettings::default(), limits),
         &[],
         fast_failure(1),
         OnPoison::DeadLetter(DeadLetterWriter::new(dead.path())),
@@ -167,22 +124,39 @@ async fn a_lost_lease_interrupts_a_computing_guest_within_a_tick() {
         losing.cancel();
         Instant::now()
     });
-    let result = shard.process(batch(1, &["misbehave:loop"]), &lost).await;
+    let result = shard.process(batch(1, &[marker]), &lost).await;
     let ended = Instant::now();
     let lost_at = lost_at.await.expect("joined");
     assert!(
         result.is_err(),
-        "a call interrupted on lease loss ends the delivery as cancelled: {result:?}"
+        "{marker}: a call stopped on lease loss ends the delivery as cancelled: {result:?}"
     );
-    // One tick is 10 ms; a second leaves room for a loaded machine, and is still far
-    // from the 120 s deadline an uninterrupted loop would run to.
-    let after_loss = ended.duration_since(lost_at);
+    assert!(
+        !dead.path().join(format!("{shard_id}.jsonl")).exists(),
+        "{marker}: a batch stopped on lease loss is not poisoned: another worker owns the shard"
+    );
+    ended.duration_since(lost_at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_abandons_a_waiting_guest_at_once_and_retries_nothing() {
+    let after_loss = lose_the_lease_during("shardId-abandon", "misbehave:sleep:600000").await;
+    assert!(
+        after_loss < Duration::from_secs(1),
+        "the waiting guest waited on for {after_loss:?} after the lease was lost"
+    );
+}
+
+/// A guest that computes (no host call to drop) is interrupted at the next epoch tick when
+/// the lease is lost, not at its deadline: the lease argument counts on the holder
+/// stopping within its self-fence margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_interrupts_a_computing_guest_within_a_tick() {
+    // One tick is 10 ms; a second leaves room for a loaded machine, and is still far from
+    // the 120 s deadline an uninterrupted loop would run to.
+    let after_loss = lose_the_lease_during("shardId-spin-lost", "misbehave:loop").await;
     assert!(
         after_loss < Duration::from_secs(1),
         "the computing guest ran on for {after_loss:?} after the lease was lost"
-    );
-    assert!(
-        !dead.path().join("shardId-spin-lost.jsonl").exists(),
-        "an interrupted batch is not poisoned: another worker owns the shard"
     );
 }

@@ -275,23 +275,7 @@ mod tests {
         assert!(open.parents().is_empty());
     }
 
-    use aws_sdk_kinesis::config::http::HttpResponse;
-    use aws_sdk_kinesis::error::{ErrorMetadata, SdkError};
     use aws_sdk_kinesis::operation::list_shards::ListShardsError;
-
-    fn list_shards_error(code: &str) -> SdkError<ListShardsError, HttpResponse> {
-        let raw: HttpResponse = http::Response::builder()
-            .status(400)
-            .body("".into())
-            .expect("response")
-            .try_into()
-            .expect("response");
-        let error = ErrorMetadata::builder()
-            .code(code)
-            .message("from a test")
-            .build();
-        SdkError::service_error(ListShardsError::generic(error), raw)
-    }
 
     /// What the shard sync and the fetch loop do with each ListShards answer: a paging
     /// token that expired is retried (the next sync starts over); a missing stream is
@@ -299,7 +283,12 @@ mod tests {
     /// the run.
     #[test]
     fn list_shards_errors_are_classified_for_their_callers() {
-        let class = |code| source_error("ListShards", &list_shards_error(code));
+        let class = |code| {
+            source_error(
+                "ListShards",
+                &crate::aws::test_service_error(code, 400, ListShardsError::generic),
+            )
+        };
         assert!(matches!(
             class("ExpiredNextTokenException"),
             SourceError::Transient(_)

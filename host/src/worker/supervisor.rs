@@ -55,11 +55,8 @@ mod tests {
     use crate::lease::memory::MemoryLeaseStore;
     use crate::lease::{Checkpoint, Lease};
 
-    /// A worker that panics mid-shard gives its lease back at once, and the coordinator
-    /// takes it again on its next tick (a new worker restarts the shard): the lease is
-    /// neither renewed forever with nothing processing it nor left to expire.
-    #[tokio::test(start_paused = true)]
-    async fn a_panicking_worker_releases_its_lease_and_the_shard_is_taken_again() {
+    /// A store with one lease, and a coordinator that has taken it.
+    async fn one_held_lease() -> (Arc<dyn LeaseStore>, LeaseCoordinator, Arc<HeldLease>) {
         let store = Arc::new(MemoryLeaseStore::new());
         let lease = Lease::new("shardId-0", Checkpoint::TrimHorizon);
         assert!(store.create_if_absent(&lease).await.expect("create"));
@@ -72,12 +69,22 @@ mod tests {
         let [held] = &acquired[..] else {
             panic!("expected one lease, got {acquired:?}")
         };
+        let held = Arc::clone(held);
+        (store, coordinator, held)
+    }
+
+    /// A worker that panics mid-shard gives its lease back at once, and the coordinator
+    /// takes it again on its next tick (a new worker restarts the shard): the lease is
+    /// neither renewed forever with nothing processing it nor left to expire.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_worker_releases_its_lease_and_the_shard_is_taken_again() {
+        let (store, mut coordinator, held) = one_held_lease().await;
         let registry = coordinator.held_registry();
         assert!(registry.lock().expect("registry").contains_key("shardId-0"));
 
         let exit = supervise(
             async { panic!("a bug in the worker") },
-            Arc::clone(held),
+            Arc::clone(&held),
             Arc::clone(&registry),
             Arc::clone(&store),
         )
@@ -105,19 +112,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_worker_that_ends_is_forgotten_and_its_exit_returned() {
-        let store = Arc::new(MemoryLeaseStore::new());
-        let lease = Lease::new("shardId-0", Checkpoint::TrimHorizon);
-        assert!(store.create_if_absent(&lease).await.expect("create"));
-        let store: Arc<dyn LeaseStore> = store;
-        let mut coordinator = LeaseCoordinator::new(
-            Arc::clone(&store),
-            CoordinatorSettings::new("w1", Duration::from_secs(9)),
-        );
-        let (_, acquired) = coordinator.tick().await.expect("tick");
+        let (store, coordinator, held) = one_held_lease().await;
         let registry = coordinator.held_registry();
         let exit = supervise(
             async { WorkerExit::LeaseLost },
-            Arc::clone(&acquired[0]),
+            held,
             Arc::clone(&registry),
             store,
         )
