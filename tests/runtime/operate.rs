@@ -284,6 +284,23 @@ fn metrics_move_while_records_flow_and_parse_as_openmetrics() {
     assert_eq!((status, body.as_str()), (200, "ready\n"));
     let (status, _) = get(&address, "/nothing").expect("answers");
     assert_eq!(status, 404);
+
+    // `shoal leases` reads the DynamoDB table too, and adds lag and rate from /metrics.
+    let config = c.path("w1.toml");
+    let json = shoal_leases(&[
+        "--config",
+        config.to_str().expect("path"),
+        "--json",
+        "--metrics",
+        &address,
+    ]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(json.trim()).expect("JSON rows");
+    assert_eq!(rows.len(), 2, "{json}");
+    for row in &rows {
+        assert_eq!(row["owner"], "w1", "{row}");
+        assert_eq!(row["state"], "open", "{row}");
+        assert!(row["behind_latest_seconds"].is_number(), "{row}");
+    }
     assert!(c.terminate("w1"));
 }
 
