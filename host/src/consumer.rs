@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,9 +33,9 @@ use crate::source::local::LocalSource;
 use crate::source::metered::MeteredSource;
 use crate::source::{ShardSource, StartPosition};
 use crate::telemetry::health::{Health, HealthWindows};
-use crate::telemetry::metrics::metrics;
+use crate::telemetry::metrics::{ShardMetrics, metrics};
 use crate::worker::supervisor::supervise;
-use crate::worker::{ShardWorker, WorkerExit, WorkerSettings, WorkerStats};
+use crate::worker::{ShardWorker, WorkerExit, WorkerSettings};
 
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -335,7 +334,9 @@ struct Scheduler {
     worker: WorkerSettings,
     workers_shutdown: CancellationToken,
     tracker: TaskTracker,
-    stats: Arc<std::sync::Mutex<BTreeMap<String, Arc<WorkerStats>>>>,
+    /// Each shard's series as its latest worker here counted them (kept after the worker
+    /// stops, so the progress total does not drop).
+    stats: Arc<std::sync::Mutex<BTreeMap<String, ShardMetrics>>>,
     /// The first error no retry fixes; set, it stops the consumer (non-zero exit).
     failure: Failure,
     /// Liveness and readiness stamps for `/healthz` and `/readyz`.
@@ -487,11 +488,11 @@ impl Scheduler {
                 tokio::select! { _ = handoff.cancelled() => stop.cancel(), _ = stop.cancelled() => {} }
             });
         }
-        let stats = Arc::new(WorkerStats::default());
+        let shard_metrics = metrics().shard(&shard);
         self.stats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(shard.clone(), Arc::clone(&stats));
+            .insert(shard.clone(), shard_metrics.clone());
         let worker = ShardWorker::new(
             Arc::clone(&self.source),
             Arc::clone(&self.store),
@@ -499,7 +500,7 @@ impl Scheduler {
             processor,
             self.worker.clone(),
             stop.clone(),
-            stats,
+            shard_metrics,
         );
         let registry = coordinator.held_registry();
         let store = Arc::clone(&self.store);
@@ -525,13 +526,10 @@ impl Scheduler {
 
     fn log_progress(&self, coordinator: &LeaseCoordinator, mark: &mut ProgressMark) {
         let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        let records: u64 = stats
-            .values()
-            .map(|s| s.records.load(Ordering::Relaxed))
-            .sum();
+        let records: u64 = stats.values().map(|s| s.records.get()).sum();
         let behind = stats
             .values()
-            .map(|s| s.millis_behind.load(Ordering::Relaxed))
+            .map(|s| (s.behind_latest.get() * 1000.0).round() as u64)
             .max()
             .unwrap_or(0);
         tracing::info!(
@@ -567,7 +565,7 @@ mod tests {
 
 #[cfg(test)]
 mod prepare {
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
     use crate::lease::{Checkpoint, Lease, LeaseError};

@@ -326,12 +326,7 @@ impl ShardProcessor {
                     });
                 }
                 Err((Failure::Trap(trap), _)) if trap.kind == TrapKind::Abandoned => {
-                    metrics()
-                        .guest_traps
-                        .get_or_create(&KindLabel {
-                            kind: trap.kind.label(),
-                        })
-                        .inc();
+                    count_trap(trap.kind);
                     tracing::info!("{trap}");
                     return Err(Cancelled);
                 }
@@ -521,14 +516,20 @@ impl ShardProcessor {
     }
 
     fn log_failure(&self, failure: &Failure, attempt: u32, records: usize) {
-        let counted = match failure {
-            Failure::Trap(trap) => Some((&metrics().guest_traps, trap.kind.label())),
-            Failure::Guest(GuestError::Retry(_)) => Some((&metrics().guest_errors, "retry")),
-            Failure::Guest(GuestError::Fatal(_)) => Some((&metrics().guest_errors, "fatal")),
+        let error_kind = match failure {
+            Failure::Trap(trap) => {
+                count_trap(trap.kind);
+                None
+            }
+            Failure::Guest(GuestError::Retry(_)) => Some("retry"),
+            Failure::Guest(GuestError::Fatal(_)) => Some("fatal"),
             Failure::Setup(_) => None,
         };
-        if let Some((family, kind)) = counted {
-            family.get_or_create(&KindLabel { kind }).inc();
+        if let Some(kind) = error_kind {
+            metrics()
+                .guest_errors
+                .get_or_create(&KindLabel { kind })
+                .inc();
         }
         match failure {
             Failure::Trap(trap) => tracing::error!(
@@ -615,6 +616,14 @@ async fn dead_letter(
             None
         }
     }
+}
+
+/// Count a trap by kind (`shoal_guest_traps_total`).
+fn count_trap(kind: TrapKind) {
+    metrics()
+        .guest_traps
+        .get_or_create(&KindLabel { kind: kind.label() })
+        .inc();
 }
 
 /// Run a guest call on a blocking thread inside the caller's span, so what the guest

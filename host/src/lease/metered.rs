@@ -22,6 +22,18 @@ impl MeteredLeaseStore {
         Self { inner, health }
     }
 
+    /// Run `call`, then count and time it as `operation`.
+    async fn measured<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, LeaseError>>,
+    ) -> Result<T, LeaseError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.record(operation, started, &result);
+        result
+    }
+
     fn record<T>(&self, operation: &'static str, started: Instant, result: &Result<T, LeaseError>) {
         let outcome = match result {
             Ok(_) => "ok",
@@ -38,60 +50,53 @@ impl MeteredLeaseStore {
     }
 }
 
-macro_rules! metered {
-    ($self:ident, $operation:literal, $call:expr) => {{
-        let started = Instant::now();
-        let result = $call.await;
-        $self.record($operation, started, &result);
-        result
-    }};
-}
-
 #[async_trait::async_trait]
 impl LeaseStore for MeteredLeaseStore {
     async fn prepare(&self) -> Result<(), LeaseError> {
-        metered!(self, "prepare", self.inner.prepare())
+        self.measured("prepare", self.inner.prepare()).await
     }
     async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
-        metered!(self, "list", self.inner.list())
+        self.measured("list", self.inner.list()).await
     }
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
-        metered!(self, "get", self.inner.get(key))
+        self.measured("get", self.inner.get(key)).await
     }
     async fn create_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
-        metered!(self, "create", self.inner.create_if_absent(lease))
+        self.measured("create", self.inner.create_if_absent(lease))
+            .await
     }
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        metered!(self, "renew", self.inner.renew(lease))
+        self.measured("renew", self.inner.renew(lease)).await
     }
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
-        metered!(self, "take", self.inner.take(lease, owner))
+        self.measured("take", self.inner.take(lease, owner)).await
     }
     async fn checkpoint(
         &self,
         lease: &Lease,
         checkpoint: &Checkpoint,
     ) -> Result<Lease, LeaseError> {
-        metered!(self, "checkpoint", self.inner.checkpoint(lease, checkpoint))
+        self.measured("checkpoint", self.inner.checkpoint(lease, checkpoint))
+            .await
     }
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        metered!(self, "release", self.inner.release(lease))
+        self.measured("release", self.inner.release(lease)).await
     }
     async fn request_handoff(&self, lease: &Lease, requester: &str) -> Result<(), LeaseError> {
-        metered!(
-            self,
+        self.measured(
             "request_handoff",
-            self.inner.request_handoff(lease, requester)
+            self.inner.request_handoff(lease, requester),
         )
+        .await
     }
     async fn set_child_shards(&self, key: &str, children: &[String]) -> Result<(), LeaseError> {
-        metered!(
-            self,
+        self.measured(
             "set_child_shards",
-            self.inner.set_child_shards(key, children)
+            self.inner.set_child_shards(key, children),
         )
+        .await
     }
     async fn delete(&self, lease: &Lease) -> Result<(), LeaseError> {
-        metered!(self, "delete", self.inner.delete(lease))
+        self.measured("delete", self.inner.delete(lease)).await
     }
 }

@@ -22,6 +22,18 @@ impl MeteredSource {
         Self { inner, health }
     }
 
+    /// Run `call`, then count and time it as `operation`.
+    async fn measured<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.record(operation, started, &result);
+        result
+    }
+
     fn record<T>(
         &self,
         operation: &'static str,
@@ -54,17 +66,12 @@ impl ShardSource for MeteredSource {
     }
 
     async fn list_shards(&self) -> Result<Vec<ShardDescription>, SourceError> {
-        let started = Instant::now();
-        let result = self.inner.list_shards().await;
-        self.record("ListShards", started, &result);
-        result
+        self.measured("ListShards", self.inner.list_shards()).await
     }
 
     async fn shards_open_at(&self, at_ms: i64) -> Result<Option<Vec<String>>, SourceError> {
-        let started = Instant::now();
-        let result = self.inner.shards_open_at(at_ms).await;
-        self.record("ListShards", started, &result);
-        result
+        self.measured("ListShards", self.inner.shards_open_at(at_ms))
+            .await
     }
 
     async fn iterator(
@@ -72,16 +79,12 @@ impl ShardSource for MeteredSource {
         shard_id: &str,
         position: &StartPosition,
     ) -> Result<String, SourceError> {
-        let started = Instant::now();
-        let result = self.inner.iterator(shard_id, position).await;
-        self.record("GetShardIterator", started, &result);
-        result
+        self.measured("GetShardIterator", self.inner.iterator(shard_id, position))
+            .await
     }
 
     async fn fetch(&self, iterator: &str, limit: usize) -> Result<Fetched, SourceError> {
-        let started = Instant::now();
-        let result = self.inner.fetch(iterator, limit).await;
-        self.record("GetRecords", started, &result);
-        result
+        self.measured("GetRecords", self.inner.fetch(iterator, limit))
+            .await
     }
 }

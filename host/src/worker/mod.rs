@@ -29,7 +29,7 @@ use crate::plugin::bindings::{
     Batch, CheckpointDirective, KinesisRecord, Position, ShutdownReason,
 };
 use crate::source::{Fetched, ShardSource, SourceError, SourceRecord, StartPosition};
-use crate::telemetry::metrics::{ShardMetrics, metrics};
+use crate::telemetry::metrics::ShardMetrics;
 use checkpointer::Checkpointer;
 use resume::Resume;
 
@@ -66,17 +66,6 @@ pub enum WorkerExit {
     Failed(String),
 }
 
-/// Counters a worker publishes for progress reporting.
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    /// Records delivered to the guest.
-    pub records: std::sync::atomic::AtomicU64,
-    /// Batches processed.
-    pub batches: std::sync::atomic::AtomicU64,
-    /// Milliseconds behind the tip after the last fetch.
-    pub millis_behind: std::sync::atomic::AtomicU64,
-}
-
 /// Processes one shard for as long as this worker holds its lease.
 pub struct ShardWorker {
     source: Arc<dyn ShardSource>,
@@ -85,8 +74,8 @@ pub struct ShardWorker {
     processor: ShardProcessor,
     settings: WorkerSettings,
     shutdown: CancellationToken,
-    stats: Arc<WorkerStats>,
-    /// This shard's Prometheus series (given back by the supervisor when it stops).
+    /// This shard's Prometheus series, which the progress log reads too (given back to
+    /// the registry by the supervisor when the worker stops).
     metrics: ShardMetrics,
     /// The first record this worker delivered: where the unacknowledged records begin
     /// while no checkpoint names a record yet.
@@ -115,10 +104,9 @@ impl ShardWorker {
         mut processor: ShardProcessor,
         settings: WorkerSettings,
         shutdown: CancellationToken,
-        stats: Arc<WorkerStats>,
+        metrics: ShardMetrics,
     ) -> Self {
         processor.abandon_calls_when(held.lost().clone());
-        let metrics = metrics().shard(held.key());
         Self {
             source,
             store,
@@ -126,7 +114,6 @@ impl ShardWorker {
             processor,
             settings,
             shutdown,
-            stats,
             metrics,
             first_delivered: None,
         }
@@ -284,10 +271,6 @@ impl ShardWorker {
         match result {
             Ok(fetched) => {
                 *failures = 0;
-                self.stats.millis_behind.store(
-                    fetched.millis_behind_latest,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
                 self.metrics.set_behind_latest(fetched.millis_behind_latest);
                 Step::Go(Some((fetched, called_at)))
             }
@@ -371,13 +354,6 @@ impl ShardWorker {
             // Lost while the guest ran: its result must not be checkpointed.
             return Step::Stop(WorkerExit::LeaseLost);
         }
-        self.stats.records.fetch_add(
-            batch.records.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.stats
-            .batches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.metrics.records.inc_by(batch.records.len() as u64);
         self.metrics
             .bytes

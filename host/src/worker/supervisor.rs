@@ -21,11 +21,13 @@ pub async fn supervise(
 ) -> Option<WorkerExit> {
     // On a task of its own, so a panic in the worker is caught here.
     let exit = tokio::spawn(work).await;
+    // Its series go before its registry entry: the coordinator starts no new worker for
+    // the shard while the entry is there, so a new worker's series are never removed.
+    crate::telemetry::metrics::metrics().forget_shard(held.key());
     registry
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(held.key());
-    crate::telemetry::metrics::metrics().forget_shard(held.key());
     match exit {
         Ok(exit) => Some(exit),
         Err(e) => {
