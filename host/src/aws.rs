@@ -323,6 +323,7 @@ mod iam_policy {
                     "batch_write_item",
                     "register_stream_consumer",
                     "describe_stream_consumer",
+                    "list_stream_consumers",
                     "subscribe_to_shard",
                     "describe_stream",
                     "describe_stream_summary",
@@ -362,10 +363,15 @@ mod iam_policy {
         granted.sort();
         let mut called = called_operations(include_str!("source/kinesis.rs"), "kinesis");
         called.extend(called_operations(
+            include_str!("source/fanout.rs"),
+            "kinesis",
+        ));
+        called.extend(called_operations(
             include_str!("lease/dynamo.rs"),
             "dynamodb",
         ));
         called.sort();
+        called.dedup();
         assert_eq!(granted, called);
     }
 }

@@ -15,7 +15,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{
-    ConsumerSettings, InitialPosition, LeaseStoreSettings, PluginSettings, Settings, SourceSettings,
+    ConsumerSettings, InitialPosition, LeaseStoreSettings, PluginSettings, RetrievalSettings,
+    Settings, SourceSettings,
 };
 use crate::delivery::{OnPoison, ShardProcessor};
 use crate::egress::EgressGrants;
@@ -27,11 +28,14 @@ use crate::lease::sqlite::SqliteLeaseStore;
 use crate::plugin::bindings::ShardInfo;
 use crate::plugin::reload::{PluginUpdates, ReloadOptions, spawn_reloader};
 use crate::plugin::{InstanceConfig, Plugin, PluginEngine};
+use crate::retrieval::queue::ReadAhead;
+use crate::retrieval::{Mode, ReaderSettings, Retriever};
 use crate::shard_sync::{jittered_interval, sync_shards};
+use crate::source::fanout::KinesisSubscriber;
 use crate::source::kinesis::KinesisSource;
 use crate::source::local::LocalSource;
 use crate::source::metered::MeteredSource;
-use crate::source::{ShardSource, StartPosition};
+use crate::source::{ShardSource, ShardSubscriber, StartPosition};
 use crate::telemetry::health::{Health, HealthWindows};
 use crate::telemetry::metrics::{ShardMetrics, metrics};
 use crate::worker::supervisor::supervise;
@@ -89,6 +93,35 @@ pub async fn build_source(settings: &SourceSettings) -> Arc<dyn ShardSource> {
             .await,
         ),
     }
+}
+
+/// How the configured consumer retrieves records; for enhanced fan-out, the stream
+/// consumer is found or registered, and waited for until ACTIVE.
+pub async fn retrieval_mode(consumer: &ConsumerSettings) -> anyhow::Result<Mode> {
+    let (
+        RetrievalSettings::FanOut { consumer_name },
+        SourceSettings::Kinesis {
+            stream_name,
+            stream_arn,
+            region,
+            endpoint,
+        },
+    ) = (&consumer.retrieval, &consumer.source)
+    else {
+        return Ok(Mode::Polling);
+    };
+    let source = KinesisSource::connect(
+        stream_name.as_deref(),
+        stream_arn.as_deref(),
+        region.as_deref(),
+        endpoint.as_deref(),
+    )
+    .await;
+    let subscriber = KinesisSubscriber::register(&source, consumer_name)
+        .await
+        .with_context(|| format!("cannot set up enhanced fan-out consumer {consumer_name}"))?;
+    let subscriber: Arc<dyn ShardSubscriber> = Arc::new(subscriber);
+    Ok(Mode::FanOut(subscriber))
 }
 
 /// Build the configured lease store (not yet prepared).
@@ -187,6 +220,10 @@ async fn run_in_span(settings: Settings, shutdown: CancellationToken) -> anyhow:
         crate::telemetry::server::serve(address, Arc::clone(&health), metrics_stop).await?;
     }
     prepare_store(store.as_ref(), &shutdown).await?;
+    let mode = tokio::select! {
+        mode = retrieval_mode(&consumer) => mode?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     let engine = PluginEngine::new(&engine_settings)?;
     let plugin = {
         let (engine, path) = (engine.clone(), plugin_settings.path.clone());
@@ -276,8 +313,10 @@ async fn run_in_span(settings: Settings, shutdown: CancellationToken) -> anyhow:
     };
 
     let plugin_deadline = plugin_settings.limits.deadline;
+    let retriever = Retriever::new(Arc::clone(&source), mode, reader_settings(&consumer));
     let scheduler = Scheduler {
         source,
+        retriever,
         store: Arc::clone(&store),
         engine,
         updates,
@@ -312,21 +351,38 @@ async fn run_in_span(settings: Settings, shutdown: CancellationToken) -> anyhow:
     Ok(())
 }
 
+/// Back-off after a failed source call, checkpoint or dead-letter write.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
 fn worker_settings(c: &ConsumerSettings) -> WorkerSettings {
     WorkerSettings {
-        max_records: c.max_records,
-        idle_time: c.idle_time_between_reads,
         checkpoint_interval: c.checkpoint_interval,
         initial_position: start_position(&c.initial_position),
+        backoff_initial: BACKOFF_INITIAL,
+        backoff_max: BACKOFF_MAX,
+    }
+}
+
+fn reader_settings(c: &ConsumerSettings) -> ReaderSettings {
+    ReaderSettings {
+        max_records: c.max_records,
+        idle_time: c.idle_time_between_reads,
         deliver_empty_batches: c.deliver_empty_batches,
-        backoff_initial: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(10),
+        read_ahead: ReadAhead {
+            records: c.read_ahead_records,
+            bytes: c.read_ahead_bytes,
+        },
+        backoff_initial: BACKOFF_INITIAL,
+        backoff_max: BACKOFF_MAX,
     }
 }
 
 /// Spawns shard workers for acquired leases and winds them down at shutdown.
 struct Scheduler {
     source: Arc<dyn ShardSource>,
+    /// Opens each shard's retrieval (polling or enhanced fan-out).
+    retriever: Retriever,
     store: Arc<dyn LeaseStore>,
     engine: PluginEngine,
     updates: PluginUpdates,
@@ -494,7 +550,7 @@ impl Scheduler {
             .unwrap_or_else(|p| p.into_inner())
             .insert(shard.clone(), shard_metrics.clone());
         let worker = ShardWorker::new(
-            Arc::clone(&self.source),
+            self.retriever.clone(),
             Arc::clone(&self.store),
             Arc::clone(&held),
             processor,

@@ -44,6 +44,8 @@ pub mod plugin;
 #[cfg(feature = "engine")]
 pub mod replay;
 #[cfg(feature = "engine")]
+pub mod retrieval;
+#[cfg(feature = "engine")]
 pub mod shard_sync;
 #[cfg(feature = "engine")]
 pub mod source;

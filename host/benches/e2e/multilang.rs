@@ -305,7 +305,7 @@ async fn consume_shard(
                 break;
             }
         }
-        let delay = shoal::worker::pacing::next_fetch_delay(
+        let delay = shoal::retrieval::pacing::next_fetch_delay(
             records.len(),
             u64::try_from(millis_behind).unwrap_or(0),
             args.idle_time_between_reads,

@@ -64,6 +64,14 @@ pub struct ConsumerFile {
     pub checkpoint_interval: Option<Duration>,
     /// Deliver empty batches to the guest (default false).
     pub deliver_empty_batches: Option<bool>,
+    /// `polling` (default) or `fan-out` (enhanced fan-out, Kinesis only).
+    pub retrieval: Option<Spanned<String>>,
+    /// The enhanced fan-out consumer's name (default: the application name).
+    pub consumer_name: Option<Spanned<String>>,
+    /// Records a shard may read ahead of its guest (default 10,000; 0: none).
+    pub read_ahead_records: Option<Spanned<u32>>,
+    /// Bytes a shard may read ahead of its guest (default "8MiB"; 0: none).
+    pub read_ahead_bytes: Option<Spanned<toml::Value>>,
     /// Longest a graceful shutdown may take (default 30 s).
     #[serde(default, with = "humantime_serde::option")]
     pub shutdown_timeout: Option<Duration>,

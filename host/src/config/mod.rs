@@ -362,7 +362,13 @@ impl Validator<'_> {
             None => defaults::MAX_RECORDS,
         };
         let lease_duration = self.lease_duration(&c)?;
+        let source_kind = source.kind.clone();
         let source = self.source_settings(source)?;
+        let retrieval = self.retrieval(&c, &application, &source, &source_kind)?;
+        let read_ahead_bytes = match &c.read_ahead_bytes {
+            Some(value) => self.byte_size(value, "consumer.read_ahead_bytes")?,
+            None => defaults::READ_AHEAD_BYTES,
+        };
         let leases = self.lease_store_settings(leases, &application)?;
         Ok(ConsumerSettings {
             application,
@@ -385,10 +391,87 @@ impl Validator<'_> {
                 .unwrap_or(defaults::SHARD_SYNC_INTERVAL),
             checkpoint_interval: c.checkpoint_interval.unwrap_or_default(),
             deliver_empty_batches: c.deliver_empty_batches.unwrap_or(false),
+            retrieval,
+            read_ahead_records: c
+                .read_ahead_records
+                .map(|n| *n.get_ref() as usize)
+                .unwrap_or(defaults::READ_AHEAD_RECORDS),
+            read_ahead_bytes,
             shutdown_timeout: c.shutdown_timeout.unwrap_or(defaults::SHUTDOWN_TIMEOUT),
             source,
             leases,
         })
+    }
+
+    /// `consumer.retrieval` and `consumer.consumer_name`: enhanced fan-out needs a
+    /// Kinesis source and a name Kinesis accepts.
+    fn retrieval(
+        &self,
+        c: &file::ConsumerFile,
+        application: &str,
+        source: &SourceSettings,
+        source_kind: &toml::Spanned<String>,
+    ) -> Result<RetrievalSettings, ConfigError> {
+        let (mode, span) = match &c.retrieval {
+            Some(r) => (r.get_ref().as_str(), Some(r.span())),
+            None => ("polling", None),
+        };
+        match mode {
+            "polling" => Ok(RetrievalSettings::Polling),
+            "fan-out" => {
+                if !matches!(source, SourceSettings::Kinesis { .. }) {
+                    return Err(self.error(
+                        span,
+                        "consumer.retrieval",
+                        format!(
+                            "\"fan-out\" (enhanced fan-out) needs a Kinesis source, and [source] kind is {:?}; use \"polling\"",
+                            source_kind.get_ref()
+                        ),
+                    ));
+                }
+                let (name, name_span) = match &c.consumer_name {
+                    Some(n) => (n.get_ref().trim().to_string(), Some(n.span())),
+                    None => (application.to_string(), span),
+                };
+                if name.is_empty()
+                    || name.len() > 128
+                    || !name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+                {
+                    return Err(self.error(
+                        name_span,
+                        "consumer.consumer_name",
+                        format!("{name:?} is not a Kinesis consumer name: 1 to 128 letters, digits, '-', '_' or '.'"),
+                    ));
+                }
+                Ok(RetrievalSettings::FanOut {
+                    consumer_name: name,
+                })
+            }
+            other => Err(self.error(
+                span,
+                "consumer.retrieval",
+                format!("{other:?} is not \"polling\" or \"fan-out\""),
+            )),
+        }
+    }
+
+    /// A size: a string such as "8MiB" or a number of bytes.
+    fn byte_size(
+        &self,
+        value: &toml::Spanned<toml::Value>,
+        key: &str,
+    ) -> Result<usize, ConfigError> {
+        match value.get_ref() {
+            toml::Value::String(s) => parse_bytes(s),
+            toml::Value::Integer(i) => {
+                u64::try_from(*i).map_err(|_| "must not be negative".to_string())
+            }
+            _ => Err("must be a size such as \"8MiB\" or a number of bytes".to_string()),
+        }
+        .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX))
+        .map_err(|m| self.error(Some(value.span()), key, m))
     }
 
     /// `consumer.application`: it names the lease table, so it must be a safe name.
@@ -705,14 +788,7 @@ impl Validator<'_> {
         limits: &mut LimitSettings,
     ) -> Result<(), ConfigError> {
         if let Some(memory) = &p.memory {
-            let bytes = match memory.get_ref() {
-                toml::Value::String(s) => parse_bytes(s),
-                toml::Value::Integer(i) => {
-                    u64::try_from(*i).map_err(|_| "must not be negative".to_string())
-                }
-                _ => Err("must be a size such as \"256MiB\" or a number of bytes".to_string()),
-            }
-            .map_err(|m| self.error(Some(memory.span()), "plugin.limits.memory", m))?;
+            let bytes = self.byte_size(memory, "plugin.limits.memory")? as u64;
             if bytes > 4 << 30 {
                 return Err(self.error(
                     Some(memory.span()),
@@ -1274,7 +1350,7 @@ mod golden {
             ),
             (
                 BASE.replace("[consumer]\n", "[consumer]\nshard_sink_interval = \"1s\"\n"),
-                "config error in /etc/shoal/orders.toml line 4 at key `consumer.shard_sink_interval`: unknown field `shard_sink_interval`, expected one of `application`, `worker_id`, `initial_position`, `initial_timestamp`, `max_records`, `idle_time_between_reads`, `lease_duration`, `max_leases_per_worker`, `shard_sync_interval`, `checkpoint_interval`, `deliver_empty_batches`, `shutdown_timeout`; did you mean `shard_sync_interval`?",
+                "config error in /etc/shoal/orders.toml line 4 at key `consumer.shard_sink_interval`: unknown field `shard_sink_interval`, expected one of `application`, `worker_id`, `initial_position`, `initial_timestamp`, `max_records`, `idle_time_between_reads`, `lease_duration`, `max_leases_per_worker`, `shard_sync_interval`, `checkpoint_interval`, `deliver_empty_batches`, `retrieval`, `consumer_name`, `read_ahead_records`, `read_ahead_bytes`, `shutdown_timeout`; did you mean `shard_sync_interval`?",
             ),
             (
                 BASE.replace("[consumer]\n", "[consumer]\nlease_duration = \"500ms\"\n"),
@@ -1302,6 +1378,25 @@ mod golden {
             (
                 BASE.replace("orders\"\n[source]", "or\"\n[source]"),
                 "config error in /etc/shoal/orders.toml line 4 at key `consumer.application`: \"or\" cannot name a DynamoDB lease table: it must be 3 to 255 letters, digits, '-', '_' or '.' (set `leases.table` to use another name than the application's)",
+            ),
+            (
+                BASE.replace("[consumer]\n", "[consumer]\nretrieval = \"fanout\"\n"),
+                "config error in /etc/shoal/orders.toml line 4 at key `consumer.retrieval`: \"fanout\" is not \"polling\" or \"fan-out\"",
+            ),
+            (
+                "[plugin]\npath = \"x.wasm\"\n[consumer]\napplication = \"orders\"\nretrieval = \"fan-out\"\n[source]\nkind = \"local\"\ndirectory = \"s\"\n[leases]\nkind = \"sqlite\"\npath = \"l.db\"\n".to_string(),
+                "config error in /etc/shoal/orders.toml line 5 at key `consumer.retrieval`: \"fan-out\" (enhanced fan-out) needs a Kinesis source, and [source] kind is \"local\"; use \"polling\"",
+            ),
+            (
+                BASE.replace(
+                    "[consumer]\n",
+                    "[consumer]\nretrieval = \"fan-out\"\nconsumer_name = \"orders archive\"\n",
+                ),
+                "config error in /etc/shoal/orders.toml line 5 at key `consumer.consumer_name`: \"orders archive\" is not a Kinesis consumer name: 1 to 128 letters, digits, '-', '_' or '.'",
+            ),
+            (
+                BASE.replace("[consumer]\n", "[consumer]\nread_ahead_bytes = \"8 parsecs\"\n"),
+                "config error in /etc/shoal/orders.toml line 4 at key `consumer.read_ahead_bytes`: unknown size unit \"parsecs\": use B, KiB, MiB, GiB, KB, MB or GB",
             ),
         ];
         for (text, expected) in cases {

@@ -42,12 +42,30 @@ pub struct ConsumerSettings {
     pub checkpoint_interval: Duration,
     /// Deliver empty batches.
     pub deliver_empty_batches: bool,
+    /// How records are retrieved.
+    pub retrieval: RetrievalSettings,
+    /// Records read ahead of the guest per shard at most (0: none).
+    pub read_ahead_records: usize,
+    /// Bytes read ahead of the guest per shard at most (0: none).
+    pub read_ahead_bytes: usize,
     /// Graceful shutdown limit.
     pub shutdown_timeout: Duration,
     /// The source.
     pub source: SourceSettings,
     /// The lease store.
     pub leases: LeaseStoreSettings,
+}
+
+/// How records are retrieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetrievalSettings {
+    /// GetRecords.
+    Polling,
+    /// Enhanced fan-out (SubscribeToShard) through the consumer of this name.
+    FanOut {
+        /// The registered stream consumer's name.
+        consumer_name: String,
+    },
 }
 
 /// Where new root shards start.
@@ -224,6 +242,10 @@ pub mod defaults {
     pub const SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
     /// Graceful shutdown limit.
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Records a shard reads ahead of its guest: one full GetRecords.
+    pub const READ_AHEAD_RECORDS: usize = 10_000;
+    /// Bytes a shard reads ahead of its guest.
+    pub const READ_AHEAD_BYTES: usize = 8 << 20;
 }
 
 impl Default for EngineSettings {

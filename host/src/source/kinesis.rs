@@ -43,6 +43,25 @@ impl KinesisSource {
         }
     }
 
+    /// The stream's ARN: as configured, or from DescribeStreamSummary.
+    pub async fn stream_arn(&self) -> Result<String, SourceError> {
+        if let Some(arn) = &self.stream_arn {
+            return Ok(arn.clone());
+        }
+        let out = self
+            .client
+            .describe_stream_summary()
+            .set_stream_name(self.stream_name.clone())
+            .send()
+            .await
+            .map_err(|e| source_error("DescribeStreamSummary", &e))?;
+        out.stream_description_summary()
+            .map(|d| d.stream_arn().to_string())
+            .ok_or_else(|| {
+                SourceError::Transient("DescribeStreamSummary returned no stream".into())
+            })
+    }
+
     /// The SDK client (for harnesses that also produce).
     pub fn client(&self) -> &Client {
         &self.client
@@ -100,7 +119,23 @@ fn describe(s: &Shard) -> ShardDescription {
     }
 }
 
-fn source_error<E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static>(
+/// A record as the SDK returns it (GetRecords and SubscribeToShard alike).
+pub(super) fn source_record(r: aws_sdk_kinesis::types::Record) -> SourceRecord {
+    SourceRecord {
+        approximate_arrival_ms: r
+            .approximate_arrival_timestamp
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or(0),
+        sequence_number: r.sequence_number,
+        partition_key: r.partition_key.unwrap_or_default(),
+        explicit_hash_key: None,
+        data: r.data.into_inner(),
+    }
+}
+
+pub(super) fn source_error<
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
+>(
     operation: &str,
     err: &aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
 ) -> SourceError {
@@ -200,20 +235,7 @@ impl ShardSource for KinesisSource {
             .iter()
             .map(|c| c.shard_id().to_string())
             .collect();
-        let records = out
-            .records
-            .into_iter()
-            .map(|r| SourceRecord {
-                approximate_arrival_ms: r
-                    .approximate_arrival_timestamp
-                    .and_then(|t| t.to_millis().ok())
-                    .unwrap_or(0),
-                sequence_number: r.sequence_number,
-                partition_key: r.partition_key.unwrap_or_default(),
-                explicit_hash_key: None,
-                data: r.data.into_inner(),
-            })
-            .collect();
+        let records = out.records.into_iter().map(source_record).collect();
         Ok(Fetched {
             records,
             next_iterator,

@@ -1,6 +1,8 @@
 //! Where records come from: the `ShardSource` trait (list shards, get an iterator, fetch
-//! records) with two implementations, Kinesis and a local directory of JSON-lines files.
+//! records) with two implementations, Kinesis and a local directory of JSON-lines files,
+//! and `ShardSubscriber` for records the service pushes (Kinesis enhanced fan-out).
 
+pub mod fanout;
 pub mod kinesis;
 pub mod local;
 pub mod metered;
@@ -128,4 +130,37 @@ pub trait ShardSource: Send + Sync + std::fmt::Debug {
 
     /// Up to `limit` records from `iterator`.
     async fn fetch(&self, iterator: &str, limit: usize) -> Result<Fetched, SourceError>;
+}
+
+/// One pushed event of a subscription (enhanced fan-out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardEvent {
+    /// Records, in order.
+    pub records: Vec<SourceRecord>,
+    /// Where a new subscription continues (after this sequence number); `None` once the
+    /// shard has ended and every record was sent.
+    pub continuation: Option<String>,
+    /// How far behind the tip, ms.
+    pub millis_behind_latest: u64,
+    /// Child shards, sent with the end of the shard.
+    pub child_shards: Vec<String>,
+}
+
+/// Subscriptions to shards of a stream (Kinesis enhanced fan-out).
+#[async_trait::async_trait]
+pub trait ShardSubscriber: Send + Sync + std::fmt::Debug {
+    /// Subscribe to `shard_id` from `position`; the subscription ends by itself after a
+    /// while (5 minutes on Kinesis), when a new one continues.
+    async fn subscribe(
+        &self,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<Box<dyn Subscription>, SourceError>;
+}
+
+/// An open subscription's events.
+#[async_trait::async_trait]
+pub trait Subscription: Send {
+    /// The next event; `None` when the subscription ended.
+    async fn next_event(&mut self) -> Result<Option<ShardEvent>, SourceError>;
 }

@@ -1,17 +1,17 @@
-//! One task per owned shard: iterator → fetch → de-aggregate → guest → checkpoint → pace,
-//! until shard end, shutdown or a lost lease.
+//! One task per owned shard: batches from the shard's retrieval → guest → directive →
+//! checkpoint, until shard end, shutdown or a lost lease. How records arrive (polling or
+//! enhanced fan-out, read-ahead, pacing, iterators) is the retrieval's business.
 //!
 //! Cancellation is structured: the worker listens for a lost lease and for shutdown only
-//! at safe awaits (fetch, back-off, pacing, and the delivery's retry back-off), never
-//! between a guest call and its checkpoint. Shutdown finishes the batch, checkpoints,
+//! at safe awaits (waiting for the next batch, back-off, and the delivery's retry
+//! back-off), never between a guest call and its checkpoint. Whatever the retrieval read
+//! ahead is dropped with it. Shutdown finishes the batch, checkpoints,
 //! calls `shutdown(requested)` and releases the lease. A lost lease stops at once,
 //! without checkpointing, after `shutdown(lease-lost)`. The end of the shard's records
 //! is checkpointed as `SHARD_END` only once `shutdown(shard-end)` succeeded (see
 //! `shard_end`).
 
 pub mod checkpointer;
-pub mod pacing;
-pub mod resume;
 mod shard_end;
 pub mod supervisor;
 
@@ -22,33 +22,25 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Disposition, ShardProcessor, backoff};
-use crate::kpl;
 use crate::lease::coordinator::HeldLease;
 use crate::lease::{Checkpoint, LeaseStore};
-use crate::plugin::bindings::{
-    Batch, CheckpointDirective, KinesisRecord, Position, ShutdownReason,
-};
-use crate::source::{Fetched, ShardSource, SourceError, SourceRecord, StartPosition};
+use crate::plugin::bindings::{Batch, CheckpointDirective, Position, ShutdownReason};
+use crate::retrieval::resume::Resume;
+use crate::retrieval::{Arrival, Retrieval, Retriever};
+use crate::source::StartPosition;
 use crate::telemetry::metrics::ShardMetrics;
 use checkpointer::Checkpointer;
-use resume::Resume;
 
 /// How a shard worker behaves.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Records per GetRecords call (≤ 10,000).
-    pub max_records: usize,
-    /// Sleep when caught up and a fetch returned nothing.
-    pub idle_time: Duration,
     /// Coalesce checkpoint writes to at most one per interval (0: every directive).
     pub checkpoint_interval: Duration,
     /// Where to start a shard whose lease has no processed position yet.
     pub initial_position: StartPosition,
-    /// Deliver empty batches to the guest (e.g. for time-based flushing).
-    pub deliver_empty_batches: bool,
-    /// First back-off after a source error.
+    /// First back-off after a failed checkpoint or dead-letter write.
     pub backoff_initial: Duration,
-    /// Longest back-off after source errors.
+    /// Longest such back-off.
     pub backoff_max: Duration,
 }
 
@@ -68,7 +60,7 @@ pub enum WorkerExit {
 
 /// Processes one shard for as long as this worker holds its lease.
 pub struct ShardWorker {
-    source: Arc<dyn ShardSource>,
+    retriever: Retriever,
     store: Arc<dyn LeaseStore>,
     held: Arc<HeldLease>,
     processor: ShardProcessor,
@@ -98,7 +90,7 @@ enum Step<T> {
 impl ShardWorker {
     /// A worker for a held lease.
     pub fn new(
-        source: Arc<dyn ShardSource>,
+        retriever: Retriever,
         store: Arc<dyn LeaseStore>,
         held: Arc<HeldLease>,
         mut processor: ShardProcessor,
@@ -108,7 +100,7 @@ impl ShardWorker {
     ) -> Self {
         processor.abandon_calls_when(held.lost().clone());
         Self {
-            source,
+            retriever,
             store,
             held,
             processor,
@@ -164,74 +156,55 @@ impl ShardWorker {
         }
     }
 
-    /// The fetch loop from `resume`: fetch, de-aggregate and trim, deliver, apply the
-    /// directive, checkpoint, pace — until something stops it; returns why.
+    /// The delivery loop from `resume`: next batch, deliver, apply the directive,
+    /// checkpoint — until something stops it; returns why.
     async fn read_until_stopped(
         &mut self,
-        mut resume: Resume,
+        resume: Resume,
         checkpointer: &mut Checkpointer,
     ) -> WorkerExit {
-        let mut iterator = match self.acquire(&mut resume).await {
-            Step::Go(it) => it,
-            Step::Stop(exit) => return exit,
-        };
+        let mut retrieval = self.open(resume);
         let (interrupt, _interrupt_guard) = self.interrupt_on_loss_or_shutdown();
-        let mut failures: u32 = 0;
         loop {
-            let (fetched, called_at) =
-                match self.fetch(&mut iterator, &mut resume, &mut failures).await {
-                    Step::Go(Some(fetched)) => fetched,
-                    Step::Go(None) => continue, // handled a failure; fetch again
-                    Step::Stop(exit) => return exit,
-                };
-            let records = self.user_records(fetched.records, &mut resume);
-            let delivered = records.len();
-            if !records.is_empty() || self.settings.deliver_empty_batches {
-                let batch = Arc::new(Batch {
-                    records,
-                    millis_behind_latest: fetched.millis_behind_latest,
-                });
-                match self.deliver(&batch, &interrupt, checkpointer).await {
-                    Step::Go(Applied::Continue) => {
-                        if let Some(last) = batch.records.last() {
-                            resume.delivered_through(&Position {
-                                sequence_number: last.sequence_number.clone(),
-                                sub_sequence_number: last.sub_sequence_number,
-                            });
-                        }
-                    }
-                    Step::Go(Applied::Rewind(to)) => {
-                        resume.rewind_to(&to);
-                        if let Step::Stop(exit) = self.flush_due(checkpointer).await {
-                            return exit;
-                        }
-                        iterator = match self.acquire(&mut resume).await {
-                            Step::Go(it) => it,
-                            Step::Stop(exit) => return exit,
-                        };
-                        continue;
-                    }
-                    Step::Stop(exit) => return exit,
-                }
-                if let Step::Stop(exit) = self.flush_due(checkpointer).await {
-                    return exit;
-                }
-            }
-            let Some(next) = fetched.next_iterator else {
-                return WorkerExit::ShardEnd;
+            let batch = match self.next(&retrieval).await {
+                Step::Go(batch) => batch,
+                Step::Stop(exit) => return exit,
             };
-            iterator = next;
-            let delay = pacing::next_fetch_delay(
-                delivered,
-                fetched.millis_behind_latest,
-                self.settings.idle_time,
-                Instant::now().duration_since(called_at),
-            );
-            if !delay.is_zero()
-                && let Step::Stop(exit) = self.pause(delay).await
-            {
+            match self.deliver(&batch, &interrupt, checkpointer).await {
+                Step::Go(Applied::Continue) => {}
+                Step::Go(Applied::Rewind(to)) => {
+                    // What was read ahead is dropped with the old retrieval.
+                    retrieval = self.open(Resume::from_record(&to));
+                }
+                Step::Stop(exit) => return exit,
+            }
+            if let Step::Stop(exit) = self.flush_due(checkpointer).await {
                 return exit;
             }
+        }
+    }
+
+    /// Start retrieving this shard's records from `resume`.
+    fn open(&self, resume: Resume) -> Retrieval {
+        self.retriever
+            .open(self.held.key(), resume, self.metrics.clone())
+    }
+
+    /// The next batch, unless the lease is lost, shutdown begins or the shard ends.
+    async fn next(&self, retrieval: &Retrieval) -> Step<Arc<Batch>> {
+        let arrival = tokio::select! {
+            biased;
+            _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
+            _ = self.shutdown.cancelled() => return Step::Stop(WorkerExit::Shutdown),
+            arrival = retrieval.next() => arrival,
+        };
+        match arrival {
+            Arrival::Batch(batch) => Step::Go(Arc::new(Batch {
+                records: batch.records,
+                millis_behind_latest: batch.millis_behind_latest,
+            })),
+            Arrival::End => Step::Stop(WorkerExit::ShardEnd),
+            Arrival::Failed(message) => Step::Stop(WorkerExit::Failed(message)),
         }
     }
 
@@ -249,80 +222,6 @@ impl ShardWorker {
             cancel.cancel();
         });
         (interrupt, AbortOnDrop(task))
-    }
-
-    /// One GetRecords call: the records and when the call returned; `None` when a
-    /// failure was handled (backed off, or a new iterator acquired) and the caller
-    /// should fetch again.
-    async fn fetch(
-        &mut self,
-        iterator: &mut String,
-        resume: &mut Resume,
-        failures: &mut u32,
-    ) -> Step<Option<(Fetched, Instant)>> {
-        let result = tokio::select! {
-            biased;
-            _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
-            _ = self.shutdown.cancelled() => return Step::Stop(WorkerExit::Shutdown),
-            r = self.source.fetch(iterator, self.settings.max_records) => r,
-        };
-        // The fetch was sent just before it returned; pacing counts from here.
-        let called_at = Instant::now();
-        match result {
-            Ok(fetched) => {
-                *failures = 0;
-                self.metrics.set_behind_latest(fetched.millis_behind_latest);
-                Step::Go(Some((fetched, called_at)))
-            }
-            Err(SourceError::ExpiredIterator) => {
-                tracing::info!(
-                    "shard iterator expired; re-acquiring from the last processed record"
-                );
-                match self.acquire(resume).await {
-                    Step::Go(it) => {
-                        *iterator = it;
-                        Step::Go(None)
-                    }
-                    Step::Stop(exit) => Step::Stop(exit),
-                }
-            }
-            Err(SourceError::NotFound(e)) => match self.confirm_gone(&e).await {
-                Gone::Shard => Step::Stop(WorkerExit::ShardEnd),
-                Gone::Stream(message) => Step::Stop(WorkerExit::Failed(message)),
-                Gone::Not => self.back_off(failures, &e).await,
-            },
-            Err(SourceError::Fatal(e)) => Step::Stop(WorkerExit::Failed(format!(
-                "cannot read shard {}: {e}",
-                self.held.key()
-            ))),
-            Err(e) => self.back_off(failures, &e.to_string()).await,
-        }
-    }
-
-    /// Count a failed fetch and sleep its back-off (unless stopped meanwhile).
-    async fn back_off<T>(&self, failures: &mut u32, error: &str) -> Step<Option<T>> {
-        *failures += 1;
-        let delay = self.backoff(*failures);
-        tracing::warn!(
-            attempt = *failures,
-            delay_ms = delay.as_millis() as u64,
-            "fetch failed: {error}"
-        );
-        match self.pause(delay).await {
-            Step::Go(()) => Step::Go(None),
-            Step::Stop(exit) => Step::Stop(exit),
-        }
-    }
-
-    /// The records a processor sees from one fetch: de-aggregated, without what was
-    /// processed already.
-    fn user_records(&self, fetched: Vec<SourceRecord>, resume: &mut Resume) -> Vec<KinesisRecord> {
-        let mut records = Vec::with_capacity(fetched.len());
-        for record in fetched {
-            kpl::deaggregate_into(record, self.held.key(), &mut records);
-        }
-        resume.trim(&mut records);
-        records
     }
 
     /// Run one batch through the guest (with the processor's retries and poison policy)
@@ -364,15 +263,6 @@ impl ShardWorker {
             Disposition::DeadLettered(_) | Disposition::GaveUp => CheckpointDirective::BatchEnd,
         };
         Step::Go(self.apply(&directive, batch, checkpointer))
-    }
-
-    /// A new iterator where `resume` says.
-    async fn acquire(&self, resume: &mut Resume) -> Step<String> {
-        let step = self.acquire_iterator(resume.position()).await;
-        if let Step::Go(_) = step {
-            resume.acquired();
-        }
-        step
     }
 
     fn apply(
@@ -488,33 +378,6 @@ impl ShardWorker {
         }
     }
 
-    /// A `ResourceNotFound` alone does not end a shard: ask the listing whether the shard
-    /// (or the whole stream) is really gone.
-    async fn confirm_gone(&self, error: &str) -> Gone {
-        match self.source.list_shards().await {
-            Ok(shards) if shards.iter().any(|s| s.shard_id == self.held.key()) => {
-                tracing::warn!(
-                    "shard not found ({error}), yet the stream still lists it; retrying"
-                );
-                Gone::Not
-            }
-            Ok(_) => {
-                tracing::warn!(
-                    "the stream no longer lists this shard (expired past retention); treating it as ended"
-                );
-                Gone::Shard
-            }
-            Err(SourceError::NotFound(e)) => Gone::Stream(format!(
-                "stream {} not found ({e}): it was deleted or the name, ARN or region is wrong",
-                self.source.stream_name()
-            )),
-            Err(e) => {
-                tracing::warn!("shard not found ({error}) and the listing failed ({e}); retrying");
-                Gone::Not
-            }
-        }
-    }
-
     /// Stop for an error no retry fixes: write what was processed, release the lease
     /// and report the error, which stops the consumer.
     async fn fail(&mut self, message: String, checkpointer: &mut Checkpointer) -> WorkerExit {
@@ -541,49 +404,6 @@ impl ShardWorker {
             _ = self.held.lost().cancelled() => Step::Stop(WorkerExit::LeaseLost),
             _ = self.shutdown.cancelled() => Step::Stop(WorkerExit::Shutdown),
             _ = tokio::time::sleep(delay) => Step::Go(()),
-        }
-    }
-
-    async fn acquire_iterator(&self, position: &StartPosition) -> Step<String> {
-        let mut attempt = 0;
-        loop {
-            let result = tokio::select! {
-                biased;
-                _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
-                _ = self.shutdown.cancelled() => return Step::Stop(WorkerExit::Shutdown),
-                r = self.source.iterator(self.held.key(), position) => r,
-            };
-            match result {
-                Ok(iterator) => return Step::Go(iterator),
-                Err(SourceError::NotFound(e)) => match self.confirm_gone(&e).await {
-                    Gone::Shard => return Step::Stop(WorkerExit::ShardEnd),
-                    Gone::Stream(message) => return Step::Stop(WorkerExit::Failed(message)),
-                    Gone::Not => {
-                        attempt += 1;
-                        if let Step::Stop(exit) = self.pause(self.backoff(attempt)).await {
-                            return Step::Stop(exit);
-                        }
-                    }
-                },
-                Err(SourceError::Fatal(e)) => {
-                    return Step::Stop(WorkerExit::Failed(format!(
-                        "cannot get an iterator for shard {}: {e}",
-                        self.held.key()
-                    )));
-                }
-                Err(e) => {
-                    attempt += 1;
-                    let delay = self.backoff(attempt);
-                    tracing::warn!(
-                        attempt,
-                        ?position,
-                        "cannot get a shard iterator, retrying: {e}"
-                    );
-                    if let Step::Stop(exit) = self.pause(delay).await {
-                        return Step::Stop(exit);
-                    }
-                }
-            }
         }
     }
 
@@ -623,16 +443,6 @@ impl ShardWorker {
 enum Applied {
     Continue,
     Rewind(Position),
-}
-
-/// What a `ResourceNotFound` turned out to mean, once the listing was asked.
-enum Gone {
-    /// The stream no longer lists the shard (expired past retention): it has ended.
-    Shard,
-    /// The stream itself is gone: stop the consumer with this message.
-    Stream(String),
-    /// The shard is still listed (or the listing failed): retry.
-    Not,
 }
 
 /// Aborts a helper task when the worker returns.

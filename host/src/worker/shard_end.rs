@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use crate::delivery::{Failure, OnPoison};
 use crate::lease::Checkpoint;
-use crate::plugin::bindings::{Batch, Position, ShutdownReason};
+use crate::plugin::bindings::{Batch, ShutdownReason};
+use crate::retrieval::Arrival;
+use crate::retrieval::resume::Resume;
 
 use super::checkpointer::Checkpointer;
-use super::resume::Resume;
 use super::{ShardWorker, Step, WorkerExit};
 
 /// What ending the shard came to.
@@ -135,57 +136,48 @@ impl ShardWorker {
     /// many records were written. A write that fails is retried: nothing is skipped.
     async fn dead_letter_tail(
         &mut self,
-        mut resume: Resume,
+        resume: Resume,
         failure: &Failure,
         attempts: u32,
     ) -> Step<usize> {
-        let mut iterator = match self.acquire(&mut resume).await {
-            Step::Go(iterator) => iterator,
-            Step::Stop(exit) => return Step::Stop(exit),
-        };
-        let mut fetch_failures = 0;
+        let retrieval =
+            self.retriever
+                .open_serial_polling(self.held.key(), resume, self.metrics.clone());
         let mut written = 0;
         loop {
-            let fetched = match self
-                .fetch(&mut iterator, &mut resume, &mut fetch_failures)
-                .await
-            {
-                Step::Go(Some((fetched, _))) => fetched,
-                Step::Go(None) => continue,
-                // No longer listed (expired past retention): nothing more to read.
-                Step::Stop(WorkerExit::ShardEnd) => return Step::Go(written),
-                Step::Stop(exit) => return Step::Stop(exit),
+            let arrival = tokio::select! {
+                biased;
+                _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
+                _ = self.shutdown.cancelled() => return Step::Stop(WorkerExit::Shutdown),
+                arrival = retrieval.next() => arrival,
             };
-            let records = self.user_records(fetched.records, &mut resume);
-            if let Some(last) = records.last() {
-                let last = Position {
-                    sequence_number: last.sequence_number.clone(),
-                    sub_sequence_number: last.sub_sequence_number,
-                };
-                let count = records.len();
-                let batch = Arc::new(Batch {
-                    records,
-                    millis_behind_latest: fetched.millis_behind_latest,
-                });
-                let mut write_failures = 0;
-                while self
-                    .processor
-                    .dead_letter(Arc::clone(&batch), failure, attempts)
-                    .await
-                    .is_none()
-                {
-                    write_failures += 1;
-                    if let Step::Stop(exit) = self.pause(self.backoff(write_failures)).await {
-                        return Step::Stop(exit);
-                    }
+            let read = match arrival {
+                Arrival::Batch(read) => read,
+                // At the end, or no longer listed (expired past retention): nothing more.
+                Arrival::End => return Step::Go(written),
+                Arrival::Failed(message) => return Step::Stop(WorkerExit::Failed(message)),
+            };
+            if read.records.is_empty() {
+                continue;
+            }
+            let count = read.records.len();
+            let batch = Arc::new(Batch {
+                records: read.records,
+                millis_behind_latest: read.millis_behind_latest,
+            });
+            let mut write_failures = 0;
+            while self
+                .processor
+                .dead_letter(Arc::clone(&batch), failure, attempts)
+                .await
+                .is_none()
+            {
+                write_failures += 1;
+                if let Step::Stop(exit) = self.pause(self.backoff(write_failures)).await {
+                    return Step::Stop(exit);
                 }
-                written += count;
-                resume.delivered_through(&last);
             }
-            match fetched.next_iterator {
-                Some(next) => iterator = next,
-                None => return Step::Go(written),
-            }
+            written += count;
         }
     }
 }

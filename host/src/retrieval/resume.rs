@@ -1,4 +1,4 @@
-//! Where a shard worker resumes reading: the position a fresh iterator starts at, and
+//! Where a shard's reader resumes reading: the position a fresh iterator starts at, and
 //! which of the first records read from it were processed already. One type owns it, so
 //! a start, an expired iterator, a batch and a rewind each move it in one place.
 
@@ -64,6 +64,22 @@ impl Resume {
             skip_at_position: skip.clone(),
             pending_skip: skip,
         }
+    }
+
+    /// Deliver again from `to` (inclusive): a guest's rewind, or records a failed shard
+    /// end left unacknowledged.
+    pub fn from_record(to: &Position) -> Self {
+        let mut resume =
+            Self::from_checkpoint(&Checkpoint::TrimHorizon, &StartPosition::TrimHorizon);
+        resume.rewind_to(to);
+        resume
+    }
+
+    /// A subscription's events went through `continuation`: a new subscription starts
+    /// after it. What is to be skipped stays armed: an event may carry no records, so a
+    /// continuation can lie before a record that was processed already.
+    pub fn continue_after(&mut self, continuation: &str) {
+        self.position = StartPosition::AfterSequence(continuation.to_string());
     }
 
     /// Where a new iterator must start.
