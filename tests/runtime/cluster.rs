@@ -31,6 +31,8 @@ pub struct Cluster {
     failure: String,
     /// `[metrics] address` of the workers started from now on.
     metrics: Option<String>,
+    /// `consumer.retrieval` of the workers started from now on (none: the default).
+    retrieval: Option<&'static str>,
     /// Ends the test process if this test hangs.
     watchdog: Watchdog,
 }
@@ -71,6 +73,7 @@ impl Cluster {
             sandbox: String::new(),
             failure: String::new(),
             metrics: None,
+            retrieval: None,
             watchdog: Watchdog::arm(crate::watchdog::LIMIT),
         }
     }
@@ -99,8 +102,14 @@ impl Cluster {
             sandbox: String::new(),
             failure: String::new(),
             metrics: None,
+            retrieval: None,
             watchdog: Watchdog::arm(crate::watchdog::LIMIT),
         }
+    }
+
+    /// Workers started from now on retrieve records this way (`"polling"`, `"fan-out"`).
+    pub fn set_retrieval(&mut self, retrieval: &'static str) {
+        self.retrieval = Some(retrieval);
     }
 
     /// Workers started from now on grant their plugin these extra `[plugin.sandbox]` lines.
@@ -207,7 +216,7 @@ worker_id = "{worker}"
 lease_duration = "{lease}ms"
 {max_records}idle_time_between_reads = "100ms"
 shard_sync_interval = "2s"
-{extra}
+{retrieval}{extra}
 
 {backend}
 
@@ -243,6 +252,10 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
                 format!("[plugin.failure]\n{}", self.failure)
             },
             backend = self.backend_config(),
+            retrieval = self
+                .retrieval
+                .map(|r| format!("retrieval = \"{r}\"\n"))
+                .unwrap_or_default(),
             max_records = if extra.contains("max_records") {
                 ""
             } else {

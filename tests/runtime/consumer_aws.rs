@@ -54,7 +54,7 @@ fn e_sigterm_hands_leases_over_within_a_tick_without_duplicates() {
 
 /// Records `pk<k>-<n>` for every partition key `k` in 0..16 and `n` in `from..to`, in
 /// `n` order, routed by partition key.
-fn produce_by_key(c: &Cluster, from: usize, to: usize) {
+pub fn produce_by_key(c: &Cluster, from: usize, to: usize) {
     let records = (from..to)
         .flat_map(|n| (0..16).map(move |k| (format!("pk{k}"), format!("pk{k}-{n}"))))
         .collect();
@@ -87,7 +87,11 @@ fn log_events(c: &Cluster, workers: &[&str], what: &str) -> Vec<(String, String)
 #[test]
 fn f_split_and_merge_while_producing_children_wait_for_parents() {
     let _one_at_a_time = exclusive();
-    let mut c = on(Kinesis::Mock)(2);
+    split_and_merge_while_producing_children_wait_for_parents(on(Kinesis::Mock)(2));
+}
+
+/// Scenario f on a 2-shard cluster `c` (either retrieval).
+pub fn split_and_merge_while_producing_children_wait_for_parents(mut c: Cluster) {
     c.start("w1");
     c.start("w2");
     const PER_ROUND: usize = 40;

@@ -2,7 +2,8 @@
 //! emulators never throttle): per request it forwards, answers a throttling error, answers
 //! a 5xx, drops the connection, forwards late, or never answers, following a deterministic
 //! plan over the request count. An outage switch drops every connection, as if the
-//! service behind it were stopped.
+//! service behind it were stopped. SubscribeToShard's answer is an event stream that runs
+//! for minutes: it is passed through as it comes (and may be cut short), never buffered.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -21,6 +22,9 @@ pub enum Fault {
     Delay(Duration),
     /// Read the request and never answer (the connection stays open for a minute).
     Hang,
+    /// Pass a streamed answer (SubscribeToShard) through for this long, then drop the
+    /// connection mid-stream.
+    Cut(Duration),
 }
 
 /// Counts of what was injected.
@@ -32,6 +36,7 @@ pub struct FaultCounts {
     pub dropped: AtomicU64,
     pub delayed: AtomicU64,
     pub hung: AtomicU64,
+    pub cut: AtomicU64,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -95,13 +100,14 @@ impl FaultProxy {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         format!(
-            "{} faultable requests: {} throttled, {} 5xx, {} dropped, {} delayed, {} hung",
+            "{} faultable requests: {} throttled, {} 5xx, {} dropped, {} delayed, {} hung, {} streams cut",
             c.requests.load(Ordering::Relaxed),
             c.throttled.load(Ordering::Relaxed),
             c.server_errors.load(Ordering::Relaxed),
             c.dropped.load(Ordering::Relaxed),
             c.delayed.load(Ordering::Relaxed),
-            c.hung.load(Ordering::Relaxed)
+            c.hung.load(Ordering::Relaxed),
+            c.cut.load(Ordering::Relaxed)
         )
     }
 }
@@ -179,8 +185,19 @@ fn serve(
         } else {
             Fault::Forward
         };
+        if operation == "SubscribeToShard" && matches!(fault, Fault::Forward | Fault::Cut(_)) {
+            let cut_after = match fault {
+                Fault::Cut(after) => {
+                    counts.cut.fetch_add(1, Ordering::Relaxed);
+                    Some(after)
+                }
+                _ => None,
+            };
+            pass_through(upstream, &request, &mut writer, cut_after);
+            return;
+        }
         let response = match fault {
-            Fault::Forward => match forward(upstream, &request) {
+            Fault::Cut(_) | Fault::Forward => match forward(upstream, &request) {
                 Some(r) => r,
                 None => return,
             },
@@ -226,6 +243,55 @@ fn serve(
             return;
         }
     }
+}
+
+/// Send `request` upstream and copy the answer to the client as it arrives, until the
+/// upstream ends it or `cut_after` passes; then close the client's connection.
+fn pass_through(
+    upstream: &str,
+    request: &Request,
+    client: &mut TcpStream,
+    cut_after: Option<Duration>,
+) {
+    let Ok(mut up) = TcpStream::connect(upstream) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let mut head = request.head.clone();
+    head.truncate(head.len() - 2);
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    if up
+        .write_all(&head)
+        .and_then(|()| up.write_all(&request.body))
+        .is_err()
+    {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
+    let _ = up.set_read_timeout(Some(Duration::from_millis(100)));
+    let deadline = cut_after.map(|after| std::time::Instant::now() + after);
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            break;
+        }
+        match up.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                if client.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = up.shutdown(Shutdown::Both);
 }
 
 fn error_response(status: u16, reason: &str, code: &str, message: &str) -> Vec<u8> {

@@ -13,6 +13,7 @@ mod watchdog;
 mod consumer_aws;
 mod consumer_local;
 mod directives;
+mod fan_out;
 mod fault_proxy;
 mod faults;
 mod hot_swap;
