@@ -319,3 +319,104 @@ fn describe(position: &StartPosition) -> String {
         StartPosition::AfterSequence(s) => format!("AFTER_SEQUENCE_NUMBER {s}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::local::LocalSource;
+
+    /// A local stream with one shard of `records` records, and a retriever reading 10 a
+    /// call with `read_ahead`.
+    fn retriever(records: usize, read_ahead: ReadAhead) -> (tempfile::TempDir, Retriever) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lines: String = (0..records)
+            .map(|n| format!("{{\"partition_key\":\"k\",\"data\":\"r{n}\"}}\n"))
+            .collect();
+        std::fs::write(dir.path().join("shardId-0.jsonl"), lines).expect("shard file");
+        let source: Arc<dyn ShardSource> = Arc::new(LocalSource::new(dir.path(), "s"));
+        let settings = ReaderSettings {
+            max_records: 10,
+            idle_time: Duration::from_millis(50),
+            deliver_empty_batches: false,
+            read_ahead,
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+        };
+        (dir, Retriever::new(source, Mode::Polling, settings))
+    }
+
+    fn open(retriever: &Retriever) -> Retrieval {
+        let metrics = crate::telemetry::metrics::metrics().shard("shardId-0");
+        retriever.open(
+            "shardId-0",
+            Resume::from_checkpoint(
+                &crate::lease::Checkpoint::TrimHorizon,
+                &StartPosition::TrimHorizon,
+            ),
+            metrics,
+        )
+    }
+
+    /// Paced at 5 calls a second, the reader would make three more calls in this time.
+    const THREE_CALLS: Duration = Duration::from_millis(700);
+
+    #[tokio::test]
+    async fn polling_reads_ahead_up_to_its_bound_while_the_worker_is_busy() {
+        let (_dir, retriever) = retriever(
+            100,
+            ReadAhead {
+                records: 15,
+                bytes: 1 << 20,
+            },
+        );
+        let retrieval = open(&retriever);
+        // 10 queued < 15: one more read; 20 ≥ 15: no more, however long the worker takes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while retrieval.queue.queued().0 < 20 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(retrieval.queue.queued().0, 20);
+        tokio::time::sleep(THREE_CALLS).await;
+        assert_eq!(retrieval.queue.queued().0, 20);
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            match retrieval.next().await {
+                Arrival::Batch(b) => seen.extend(b.records.into_iter().map(|r| r.data)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let expected: Vec<Vec<u8>> = (0..100).map(|n| format!("r{n}").into_bytes()).collect();
+        assert_eq!(seen, expected, "every record once, in order");
+    }
+
+    #[tokio::test]
+    async fn serial_polling_reads_only_when_asked() {
+        let (_dir, retriever) = retriever(100, ReadAhead::SERIAL);
+        let retrieval = open(&retriever);
+        tokio::time::sleep(THREE_CALLS).await;
+        assert_eq!(retrieval.queue.queued().0, 0, "nothing read before asked");
+        assert!(matches!(retrieval.next().await, Arrival::Batch(b) if b.records.len() == 10));
+        tokio::time::sleep(THREE_CALLS).await;
+        assert_eq!(
+            retrieval.queue.queued().0,
+            0,
+            "nothing read while processing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_shard_ends_after_its_last_record() {
+        let (dir, retriever) = retriever(25, ReadAhead::SERIAL);
+        std::fs::write(dir.path().join("shardId-0.closed"), "").expect("close");
+        let retrieval = open(&retriever);
+        let mut records = 0;
+        loop {
+            match retrieval.next().await {
+                Arrival::Batch(b) => records += b.records.len(),
+                Arrival::End => break,
+                Arrival::Failed(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(records, 25);
+    }
+}
