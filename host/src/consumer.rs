@@ -34,7 +34,7 @@ use crate::shard_sync::{jittered_interval, sync_shards};
 use crate::source::fanout::KinesisSubscriber;
 use crate::source::kinesis::KinesisSource;
 use crate::source::local::LocalSource;
-use crate::source::metered::MeteredSource;
+use crate::source::metered::{MeteredSource, MeteredSubscriber};
 use crate::source::{ShardSource, ShardSubscriber, StartPosition};
 use crate::telemetry::health::{Health, HealthWindows};
 use crate::telemetry::metrics::{ShardMetrics, metrics};
@@ -220,9 +220,15 @@ async fn run_in_span(settings: Settings, shutdown: CancellationToken) -> anyhow:
         crate::telemetry::server::serve(address, Arc::clone(&health), metrics_stop).await?;
     }
     prepare_store(store.as_ref(), &shutdown).await?;
-    let mode = tokio::select! {
+    let mode = match tokio::select! {
         mode = retrieval_mode(&consumer) => mode?,
         _ = shutdown.cancelled() => return Ok(()),
+    } {
+        Mode::FanOut(subscriber) => Mode::FanOut(Arc::new(MeteredSubscriber::new(
+            subscriber,
+            Arc::clone(&health),
+        ))),
+        polling => polling,
     };
     let engine = PluginEngine::new(&engine_settings)?;
     let plugin = {

@@ -1,11 +1,15 @@
-//! A source that measures every call (`shoal_source_requests_total` and
-//! `shoal_source_request_duration_seconds`, by API operation and outcome) and tells the
-//! health state when the source answered, around any other source.
+//! A source (and a subscriber) that measures every call (`shoal_source_requests_total`
+//! and `shoal_source_request_duration_seconds`, by API operation and outcome) and tells
+//! the health state when the source answered, around any other source. Each event a
+//! subscription pushes counts as an answer too.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Fetched, ShardDescription, ShardSource, SourceError, StartPosition};
+use super::{
+    Fetched, ShardDescription, ShardEvent, ShardSource, ShardSubscriber, SourceError,
+    StartPosition, Subscription,
+};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::metrics;
 
@@ -30,32 +34,81 @@ impl MeteredSource {
     ) -> Result<T, SourceError> {
         let started = Instant::now();
         let result = call.await;
-        self.record(operation, started, &result);
+        record(&self.health, operation, started, &result);
         result
     }
+}
 
-    fn record<T>(
-        &self,
-        operation: &'static str,
-        started: Instant,
-        result: &Result<T, SourceError>,
+/// Count and time one call, and stamp `health` if the service answered.
+fn record<T>(
+    health: &Health,
+    operation: &'static str,
+    started: Instant,
+    result: &Result<T, SourceError>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(SourceError::Throttled(_)) => "throttled",
+        Err(SourceError::ExpiredIterator) => "expired_iterator",
+        Err(SourceError::NotFound(_)) => "not_found",
+        Err(SourceError::Transient(_)) => "error",
+        Err(SourceError::Fatal(_)) => "fatal",
+    };
+    // Throttling, an expired iterator and "not found" are answers: the service is up.
+    if !matches!(
+        result,
+        Err(SourceError::Transient(_) | SourceError::Fatal(_))
     ) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(SourceError::Throttled(_)) => "throttled",
-            Err(SourceError::ExpiredIterator) => "expired_iterator",
-            Err(SourceError::NotFound(_)) => "not_found",
-            Err(SourceError::Transient(_)) => "error",
-            Err(SourceError::Fatal(_)) => "fatal",
-        };
-        // Throttling, an expired iterator and "not found" are answers: the service is up.
-        if !matches!(
-            result,
-            Err(SourceError::Transient(_) | SourceError::Fatal(_))
-        ) {
+        health.source_answered();
+    }
+    metrics().source_request(operation, outcome, started.elapsed());
+}
+
+/// A subscriber whose SubscribeToShard calls are measured and whose events stamp health.
+#[derive(Debug)]
+pub struct MeteredSubscriber {
+    inner: Arc<dyn ShardSubscriber>,
+    health: Arc<Health>,
+}
+
+impl MeteredSubscriber {
+    /// Measure `inner`, stamping `health` on every answer and event.
+    pub fn new(inner: Arc<dyn ShardSubscriber>, health: Arc<Health>) -> Self {
+        Self { inner, health }
+    }
+}
+
+#[async_trait::async_trait]
+impl ShardSubscriber for MeteredSubscriber {
+    async fn subscribe(
+        &self,
+        shard_id: &str,
+        position: &StartPosition,
+    ) -> Result<Box<dyn Subscription>, SourceError> {
+        let started = Instant::now();
+        let result = self.inner.subscribe(shard_id, position).await;
+        record(&self.health, "SubscribeToShard", started, &result);
+        let inner = result?;
+        Ok(Box::new(MeteredSubscription {
+            inner,
+            health: Arc::clone(&self.health),
+        }))
+    }
+}
+
+struct MeteredSubscription {
+    inner: Box<dyn Subscription>,
+    health: Arc<Health>,
+}
+
+#[async_trait::async_trait]
+impl Subscription for MeteredSubscription {
+    async fn next_event(&mut self) -> Result<Option<ShardEvent>, SourceError> {
+        let event = self.inner.next_event().await;
+        if let Ok(Some(_)) = &event {
             self.health.source_answered();
         }
-        metrics().source_request(operation, outcome, started.elapsed());
+        event
     }
 }
 
