@@ -204,7 +204,8 @@ impl Cluster {
         f.write_all(text.as_bytes()).expect("append");
     }
 
-    fn config(&self, worker: &str, extra: &str) -> PathBuf {
+    /// Write the config file `worker` would be started with (extra `[consumer]` lines).
+    pub fn config(&self, worker: &str, extra: &str) -> PathBuf {
         let path = self.path(&format!("{worker}.toml"));
         let text = format!(
             r#"[engine]

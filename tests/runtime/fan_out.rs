@@ -101,6 +101,13 @@ fn workers_starting_together_register_one_consumer() {
     for s in 0..2 {
         c.produce(s, 0, 200);
     }
+    let config = c.config("check", "");
+    let (status, out) = crate::operate::shoal_check(&config);
+    assert_eq!(status, 0, "{out}");
+    assert_eq!(
+        crate::operate::finding(&out, "fan-out"),
+        "ok    fan-out: consumer test is not registered yet: `shoal run` registers it (0 of 20 consumers on the stream now)"
+    );
     c.start("w1");
     c.start("w2");
     c.wait_for("every record archived", Duration::from_secs(120), |c| {
@@ -110,6 +117,13 @@ fn workers_starting_together_register_one_consumer() {
         consumers(&c),
         vec![("test".to_string(), "ACTIVE".to_string())],
         "one consumer, named after the application"
+    );
+    let (status, out) = crate::operate::shoal_check(&config);
+    assert_eq!(status, 0, "{out}");
+    assert!(
+        crate::operate::finding(&out, "fan-out")
+            .starts_with("ok    fan-out: consumer test is ACTIVE (arn:aws:kinesis:"),
+        "{out}"
     );
     assert!(c.terminate("w1") && c.terminate("w2"));
     assert_eq!(assert_complete_in_order(&c.archived(), 2, 200), 0);

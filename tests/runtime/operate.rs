@@ -438,7 +438,7 @@ fn json_log_lines_parse_and_carry_the_worker_stream_shard_and_generation() {
 }
 
 /// Run `shoal check -c config`: (exit status, stdout).
-fn shoal_check(config: &std::path::Path) -> (i32, String) {
+pub fn shoal_check(config: &std::path::Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(["check", "--config"])
         .arg(config)
@@ -452,7 +452,7 @@ fn shoal_check(config: &std::path::Path) -> (i32, String) {
 }
 
 /// The line of `check`'s output about `what`.
-fn finding<'a>(out: &'a str, what: &str) -> &'a str {
+pub fn finding<'a>(out: &'a str, what: &str) -> &'a str {
     out.lines()
         .find(|l| l[6..].starts_with(&format!("{what}: ")))
         .unwrap_or_else(|| panic!("no {what} line in\n{out}"))

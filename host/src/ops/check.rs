@@ -18,7 +18,7 @@ use crate::plugin::PluginEngine;
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// What was checked: `config`, `plugin`, `stream`, `lease store`.
+    /// What was checked: `config`, `plugin`, `stream`, `fan-out`, `lease store`.
     pub what: &'static str,
     /// `Ok(detail)` or `Err(reason)`.
     pub result: Result<String, String>,
@@ -52,6 +52,9 @@ pub async fn check(path: &Path) -> Vec<Finding> {
     findings.push(check_plugin(&settings).await);
     if let Some(consumer) = &settings.consumer {
         findings.push(check_stream(&consumer.source).await);
+        if let Some(finding) = check_fan_out(consumer).await {
+            findings.push(finding);
+        }
         findings.push(check_lease_store(&consumer.leases, &consumer.application).await);
     }
     findings
@@ -133,6 +136,49 @@ async fn check_stream(source: &crate::config::SourceSettings) -> Finding {
         what: "stream",
         result,
     }
+}
+
+/// With `retrieval = "fan-out"`: is the stream consumer there (or can it be registered)?
+async fn check_fan_out(consumer: &crate::config::ConsumerSettings) -> Option<Finding> {
+    use crate::config::{RetrievalSettings, SourceSettings};
+    use crate::source::fanout::{CONSUMERS_PER_STREAM, ConsumerState, consumer_state};
+    let (
+        RetrievalSettings::FanOut { consumer_name },
+        SourceSettings::Kinesis {
+            stream_name,
+            stream_arn,
+            region,
+            endpoint,
+        },
+    ) = (&consumer.retrieval, &consumer.source)
+    else {
+        return None;
+    };
+    let source = crate::source::kinesis::KinesisSource::connect(
+        stream_name.as_deref(),
+        stream_arn.as_deref(),
+        region.as_deref(),
+        endpoint.as_deref(),
+    )
+    .await;
+    let result = match consumer_state(&source, consumer_name).await {
+        Ok(ConsumerState::Registered { arn, status }) => {
+            Ok(format!("consumer {consumer_name} is {status} ({arn})"))
+        }
+        Ok(ConsumerState::Missing { registered }) if registered >= CONSUMERS_PER_STREAM => {
+            Err(format!(
+                "consumer {consumer_name} is not registered and the stream already has {registered} consumers, Kinesis' limit: deregister one or use consumer.retrieval = \"polling\""
+            ))
+        }
+        Ok(ConsumerState::Missing { registered }) => Ok(format!(
+            "consumer {consumer_name} is not registered yet: `shoal run` registers it ({registered} of {CONSUMERS_PER_STREAM} consumers on the stream now)"
+        )),
+        Err(e) => Err(format!("consumer {consumer_name}: {e}")),
+    };
+    Some(Finding {
+        what: "fan-out",
+        result,
+    })
 }
 
 async fn check_lease_store(leases: &LeaseStoreSettings, application: &str) -> Finding {

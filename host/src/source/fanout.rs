@@ -70,6 +70,47 @@ impl KinesisSubscriber {
     }
 }
 
+/// A stream consumer as `shoal check` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerState {
+    /// Registered, with this ARN and status (`ACTIVE`, `CREATING`, `DELETING`).
+    Registered {
+        /// Its ARN.
+        arn: String,
+        /// Its status.
+        status: String,
+    },
+    /// Not registered; the stream has this many other consumers.
+    Missing {
+        /// Consumers registered on the stream.
+        registered: usize,
+    },
+}
+
+/// Look the consumer `name` up on `source`'s stream without registering it.
+pub async fn consumer_state(
+    source: &KinesisSource,
+    name: &str,
+) -> Result<ConsumerState, SourceError> {
+    let client = source.client();
+    let stream_arn = source.stream_arn().await?;
+    if let Some((arn, status)) = describe(client, &stream_arn, name).await? {
+        return Ok(ConsumerState::Registered {
+            arn,
+            status: status.as_str().to_string(),
+        });
+    }
+    let registered = client
+        .list_stream_consumers()
+        .stream_arn(&stream_arn)
+        .send()
+        .await
+        .map_err(|e| source_error("ListStreamConsumers", &e))?
+        .consumers()
+        .len();
+    Ok(ConsumerState::Missing { registered })
+}
+
 /// The consumer's ARN and status, or `None` if the stream has no consumer of that name.
 async fn describe(
     client: &Client,
