@@ -84,18 +84,47 @@ fn checkpoint(c: &Cluster) -> Checkpoint {
         .unwrap_or(Checkpoint::TrimHorizon)
 }
 
-fn cluster_with(settings: &str) -> Cluster {
+fn cluster_with(settings: &str, retrieval: &'static str) -> Cluster {
     let mut c = Cluster::aws(&Emulators::new(Kinesis::Mock), 1, LEASE);
     c.set_plugin(&plugin_path("archive"), settings);
+    c.set_retrieval(retrieval);
     c
+}
+
+/// The same directives through enhanced fan-out: what is delivered again is decided by
+/// the worker, however the records arrived.
+mod fan_out {
+    use crate::emulators::exclusive;
+
+    #[test]
+    fn kpl_aggregates_arrive_as_user_records_and_a_restart_resumes_inside_one() {
+        let _one_at_a_time = exclusive();
+        super::kpl_aggregates_in("fan-out");
+    }
+
+    #[test]
+    fn a_none_directive_leaves_its_batch_to_be_delivered_again_after_a_restart() {
+        let _one_at_a_time = exclusive();
+        super::a_none_directive_in("fan-out");
+    }
+
+    #[test]
+    fn a_rewind_reads_again_from_the_record_it_names() {
+        let _one_at_a_time = exclusive();
+        super::a_rewind_in("fan-out");
+    }
 }
 
 #[test]
 fn kpl_aggregates_arrive_as_user_records_and_a_restart_resumes_inside_one() {
     let _one_at_a_time = exclusive();
+    kpl_aggregates_in("polling");
+}
+
+fn kpl_aggregates_in(retrieval: &'static str) {
     // 200 user records in 20 aggregates of 10; the guest checkpoints at(0-194), the
     // fifth user record of the last aggregate.
-    let mut c = cluster_with("at_record = \"0-194\"");
+    let mut c = cluster_with("at_record = \"0-194\"", retrieval);
     let aggregated = aggregates(&user_records(0, 200), 10);
     assert_eq!(aggregated.len(), 20);
     let sequences = c.stream().put_bytes_to_shard(&shard_id(0), aggregated);
@@ -148,7 +177,11 @@ fn kpl_aggregates_arrive_as_user_records_and_a_restart_resumes_inside_one() {
 #[test]
 fn a_none_directive_leaves_its_batch_to_be_delivered_again_after_a_restart() {
     let _one_at_a_time = exclusive();
-    let mut c = cluster_with("none_record = \"0-25\"");
+    a_none_directive_in("polling");
+}
+
+fn a_none_directive_in(retrieval: &'static str) {
+    let mut c = cluster_with("none_record = \"0-25\"", retrieval);
     c.stream().put_to_shard(&shard_id(0), user_records(0, 20));
     c.start("w1");
     c.wait_for("the first 20 archived", Duration::from_secs(90), |c| {
@@ -185,7 +218,11 @@ fn a_none_directive_leaves_its_batch_to_be_delivered_again_after_a_restart() {
 #[test]
 fn a_rewind_reads_again_from_the_record_it_names() {
     let _one_at_a_time = exclusive();
-    let mut c = cluster_with("rewind_record = \"0-5\"");
+    a_rewind_in("polling");
+}
+
+fn a_rewind_in(retrieval: &'static str) {
+    let mut c = cluster_with("rewind_record = \"0-5\"", retrieval);
     c.stream().put_to_shard(&shard_id(0), user_records(0, 20));
     c.start("w1");
     c.wait_for("0-5 delivered twice", Duration::from_secs(90), |c| {
