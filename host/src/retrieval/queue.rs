@@ -53,6 +53,12 @@ impl State {
     }
 }
 
+/// What a batch counts against the record bound: an empty batch (delivered for guests
+/// that flush on time) counts as one, so empty reads cannot pile up without bound.
+fn weight(batch: &super::RetrievedBatch) -> usize {
+    batch.records.len().max(1)
+}
+
 impl ArrivalQueue {
     /// An empty queue holding up to `limit` ahead.
     pub fn new(limit: ReadAhead) -> Self {
@@ -84,7 +90,7 @@ impl ArrivalQueue {
     pub fn push(&self, arrival: Arrival) {
         let mut state = self.lock();
         if let Arrival::Batch(batch) = &arrival {
-            state.records += batch.records.len();
+            state.records += weight(batch);
             state.bytes += batch.bytes;
         }
         state.items.push_back(arrival);
@@ -99,7 +105,7 @@ impl ArrivalQueue {
                 let mut state = self.lock();
                 if let Some(arrival) = state.items.pop_front() {
                     if let Arrival::Batch(batch) = &arrival {
-                        state.records -= batch.records.len();
+                        state.records -= weight(batch);
                         state.bytes -= batch.bytes;
                     }
                     state.wanted = false;
@@ -201,5 +207,20 @@ mod tests {
         assert!(matches!(queue.pop().await, Arrival::Batch(b) if b.records.len() == 2));
         assert!(matches!(queue.pop().await, Arrival::End));
         assert_eq!(queue.queued(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn empty_batches_count_against_the_bound() {
+        let queue = ArrivalQueue::new(ReadAhead {
+            records: 3,
+            bytes: 1 << 20,
+        });
+        for _ in 0..3 {
+            queue.push(batch(0, 0));
+        }
+        assert!(
+            !has_room_soon(&queue).await,
+            "three empty reads fill a bound of 3"
+        );
     }
 }

@@ -124,7 +124,7 @@ pub struct ShardMetrics {
     pub records: Counter,
     /// Their data bytes.
     pub bytes: Counter,
-    /// How far behind the stream's tip the last GetRecords was.
+    /// How far behind the stream's tip the last read (GetRecords or fan-out event) was.
     pub behind_latest: SecondsGauge,
     /// Checkpoints written.
     pub checkpoints: Counter,
@@ -133,7 +133,7 @@ pub struct ShardMetrics {
 }
 
 impl ShardMetrics {
-    /// Record a GetRecords answer's `MillisBehindLatest`.
+    /// Record a read's `MillisBehindLatest`.
     pub fn set_behind_latest(&self, millis: u64) {
         self.behind_latest
             .set(Duration::from_millis(millis).as_secs_f64());
@@ -189,7 +189,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "behind_latest",
-            "How far the last GetRecords of a shard was behind the tip of the stream (Kinesis' MillisBehindLatest, in seconds)",
+            "How far the last read of a shard (GetRecords or a fan-out event) was behind the tip of the stream (Kinesis' MillisBehindLatest, in seconds)",
             Unit::Seconds,
             m.behind_latest.clone(),
         );
