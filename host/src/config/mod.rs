@@ -176,6 +176,9 @@ impl Validator<'_> {
         if let Some(c) = &mut file.consumer {
             spanned(&mut c.application, "consumer.application")?;
             plain(&mut c.worker_id, "consumer", "worker_id")?;
+            if let Some(name) = &mut c.consumer_name {
+                spanned(name, "consumer.consumer_name")?;
+            }
         }
         if let Some(s) = &mut file.source {
             if let Some(name) = &mut s.stream_name {
@@ -1409,12 +1412,24 @@ mod golden {
         // Cargo sets CARGO_PKG_NAME for the tests it runs (no test writes the environment:
         // that would race with the others reading it).
         let stage = std::env::var("CARGO_PKG_NAME").expect("cargo sets CARGO_PKG_NAME");
-        let text = BASE.replace(
-            "stream_name = \"orders\"",
-            "stream_name = \"orders-${CARGO_PKG_NAME}\"\nendpoint = \"https://kinesis.${CARGO_PKG_NAME}.example\"",
-        ) + "table = \"leases-${CARGO_PKG_NAME}\"\n";
+        let text = BASE
+            .replace(
+                "stream_name = \"orders\"",
+                "stream_name = \"orders-${CARGO_PKG_NAME}\"\nendpoint = \"https://kinesis.${CARGO_PKG_NAME}.example\"",
+            )
+            .replace(
+                "[consumer]\n",
+                "[consumer]\nretrieval = \"fan-out\"\nconsumer_name = \"archiver-${CARGO_PKG_NAME}\"\n",
+            )
+            + "table = \"leases-${CARGO_PKG_NAME}\"\n";
         let settings = check(Path::new("c.toml"), &text).expect("valid");
         let consumer = settings.consumer.expect("consumer");
+        assert_eq!(
+            consumer.retrieval,
+            RetrievalSettings::FanOut {
+                consumer_name: format!("archiver-{stage}")
+            }
+        );
         match consumer.source {
             SourceSettings::Kinesis {
                 stream_name,
@@ -1432,6 +1447,36 @@ mod golden {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn retrieval_defaults_to_polling_with_read_ahead_and_fan_out_to_the_application_name() {
+        let consumer = |text: &str| {
+            check(Path::new("c.toml"), text)
+                .expect("valid")
+                .consumer
+                .expect("consumer")
+        };
+        let polling = consumer(BASE);
+        assert_eq!(polling.retrieval, RetrievalSettings::Polling);
+        assert_eq!(
+            (polling.read_ahead_records, polling.read_ahead_bytes),
+            (10_000, 8 << 20)
+        );
+        let fan_out = consumer(&BASE.replace(
+            "[consumer]\n",
+            "[consumer]\nretrieval = \"fan-out\"\nread_ahead_records = 0\nread_ahead_bytes = \"1MiB\"\n",
+        ));
+        assert_eq!(
+            fan_out.retrieval,
+            RetrievalSettings::FanOut {
+                consumer_name: "orders".into()
+            }
+        );
+        assert_eq!(
+            (fan_out.read_ahead_records, fan_out.read_ahead_bytes),
+            (0, 1 << 20)
+        );
     }
 
     #[test]
