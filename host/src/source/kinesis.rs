@@ -1,6 +1,6 @@
 //! The Kinesis source over aws-sdk-kinesis: ListShards (paged; optionally filtered to the
 //! shards open at a time), GetShardIterator and GetRecords, with errors classified for
-//! the fetch loop (throttling, expired iterator, not found, transient, fatal).
+//! the shard readers (throttling, expired iterator, not found, transient, fatal).
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::DateTime;
@@ -299,7 +299,7 @@ mod tests {
 
     use aws_sdk_kinesis::operation::list_shards::ListShardsError;
 
-    /// What the shard sync and the fetch loop do with each ListShards answer: a paging
+    /// What the shard sync and the shard readers do with each ListShards answer: a paging
     /// token that expired is retried (the next sync starts over); a missing stream is
     /// "not found" (the caller checks what is gone); a bad request or denied access ends
     /// the run.

@@ -84,7 +84,7 @@ pub struct Fetched {
     pub child_shards: Vec<String>,
 }
 
-/// Why a source call failed, in the terms the fetch loop acts on.
+/// Why a source call failed, in the terms a shard reader acts on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
     /// Over the shard's read limit (or KMS throttling): back off and retry.
