@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ReturnConsumedCapacity, ReturnValue, ScalarAttributeType, TableStatus,
 };
 
 use super::{Checkpoint, Lease, LeaseError, LeaseStore};
@@ -99,6 +99,7 @@ impl DynamoLeaseStore {
     /// retry of a write that did succeed is not mistaken for a lost lease.
     async fn fenced_update(
         &self,
+        operation: &'static str,
         lease: &Lease,
         update: &str,
         condition: &str,
@@ -116,15 +117,19 @@ impl DynamoLeaseStore {
             .update_expression(update)
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew);
+            .return_values(ReturnValue::AllNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
         for (placeholder, name) in names {
             request = request.expression_attribute_names(*placeholder, *name);
         }
         match request.send().await {
-            Ok(out) => parse(
-                out.attributes()
-                    .ok_or_else(|| LeaseError::Fatal("UpdateItem returned no item".into()))?,
-            ),
+            Ok(out) => {
+                record_capacity(operation, out.consumed_capacity());
+                parse(
+                    out.attributes()
+                        .ok_or_else(|| LeaseError::Fatal("UpdateItem returned no item".into()))?,
+                )
+            }
             Err(e) => {
                 let (class, message) = classify_call(Service::DynamoDb, "UpdateItem", &e);
                 match class {
@@ -339,9 +344,11 @@ impl LeaseStore for DynamoLeaseStore {
                 .table_name(&self.table)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(|e| lease_error("Scan", &e))?;
+            record_capacity("list", out.consumed_capacity());
             for item in out.items() {
                 leases.push(parse(item)?);
             }
@@ -361,9 +368,11 @@ impl LeaseStore for DynamoLeaseStore {
             .table_name(&self.table)
             .key(KEY, s(key))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(|e| lease_error("GetItem", &e))?;
+        record_capacity("get", out.consumed_capacity());
         out.item().map(parse).transpose()
     }
 
@@ -408,10 +417,14 @@ impl LeaseStore for DynamoLeaseStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(leaseKey)")
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(out) => {
+                record_capacity("create", out.consumed_capacity());
+                Ok(true)
+            }
             Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(lease_error("PutItem", &e)),
         }
@@ -420,6 +433,7 @@ impl LeaseStore for DynamoLeaseStore {
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let owner = held_owner(lease)?;
         self.fenced_update(
+            "renew",
             lease,
             "SET leaseCounter = :next",
             "leaseOwner = :owner AND leaseCounter = :expected",
@@ -446,6 +460,7 @@ impl LeaseStore for DynamoLeaseStore {
         let mut target = lease.clone();
         target.owner = Some(owner.to_string());
         self.fenced_update(
+            "take",
             &target,
             update,
             "attribute_exists(leaseKey) AND leaseCounter = :expected",
@@ -462,6 +477,7 @@ impl LeaseStore for DynamoLeaseStore {
     ) -> Result<Lease, LeaseError> {
         let owner = held_owner(lease)?;
         self.fenced_update(
+            "checkpoint",
             lease,
             "SET #cp = :cp, checkpointSubSequenceNumber = :sub, ownerSwitchesSinceCheckpoint = :zero, leaseCounter = :next",
             "leaseOwner = :owner AND leaseCounter = :expected",
@@ -479,6 +495,7 @@ impl LeaseStore for DynamoLeaseStore {
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let owner = held_owner(lease)?;
         self.fenced_update(
+            "release",
             lease,
             "SET leaseCounter = :next REMOVE leaseOwner",
             "leaseOwner = :owner AND leaseCounter = :expected",
@@ -500,10 +517,14 @@ impl LeaseStore for DynamoLeaseStore {
             .expression_attribute_values(":to", s(requester))
             .expression_attribute_values(":owner", s(&owner))
             .expression_attribute_values(":expected", n(lease.counter))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(out) => {
+                record_capacity("request_handoff", out.consumed_capacity());
+                Ok(())
+            }
             Err(e) if condition_failed(&e) => Err(LeaseError::Conflict {
                 key: lease.key.clone(),
             }),
@@ -525,8 +546,15 @@ impl LeaseStore for DynamoLeaseStore {
                 .update_expression("SET childShardIds = :c")
                 .expression_attribute_values(":c", AttributeValue::Ss(children.to_vec()))
         };
-        match request.send().await {
-            Ok(_) => Ok(()),
+        match request
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                record_capacity("set_child_shards", out.consumed_capacity());
+                Ok(())
+            }
             Err(e) if condition_failed(&e) => Err(LeaseError::NotFound {
                 key: key.to_string(),
             }),
@@ -542,14 +570,29 @@ impl LeaseStore for DynamoLeaseStore {
             .key(KEY, s(&lease.key))
             .condition_expression("attribute_not_exists(leaseKey) OR leaseCounter = :expected")
             .expression_attribute_values(":expected", n(lease.counter))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(out) => {
+                record_capacity("delete", out.consumed_capacity());
+                Ok(())
+            }
             Err(e) if condition_failed(&e) => Err(LeaseError::Conflict {
                 key: lease.key.clone(),
             }),
             Err(e) => Err(lease_error("DeleteItem", &e)),
         }
+    }
+}
+
+/// Count the capacity units DynamoDB reports for one request (a refused conditional
+/// write consumes units too, but its error does not say how many).
+fn record_capacity(
+    operation: &'static str,
+    consumed: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>,
+) {
+    if let Some(units) = consumed.and_then(|c| c.capacity_units()) {
+        crate::telemetry::metrics::metrics().lease_capacity(operation, units);
     }
 }

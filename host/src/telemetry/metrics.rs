@@ -80,6 +80,8 @@ pub struct Metrics {
     pub lease_store_requests: Family<CallLabels, Counter>,
     /// Lease-store request latency by operation.
     pub lease_store_request_seconds: Family<OperationLabel, Histogram>,
+    /// DynamoDB capacity units the lease table consumed, by operation.
+    pub lease_capacity_units: Family<OperationLabel, Counter<f64, AtomicU64>>,
     /// Guest `process` call latency.
     pub guest_call_seconds: Histogram,
     /// Guest traps by kind.
@@ -158,6 +160,7 @@ impl Metrics {
             source_request_seconds: Family::new_with_constructor(call_histogram),
             lease_store_requests: Family::default(),
             lease_store_request_seconds: Family::new_with_constructor(call_histogram),
+            lease_capacity_units: Family::default(),
             // 50 µs … 13 s: a trivial guest call takes microseconds, the default deadline is 10 s.
             guest_call_seconds: Histogram::new(exponential_buckets(0.000_05, 4.0, 10)),
             guest_traps: Family::default(),
@@ -224,6 +227,11 @@ impl Metrics {
             "Lease-store request latency by operation",
             Unit::Seconds,
             m.lease_store_request_seconds.clone(),
+        );
+        r.register(
+            "lease_capacity_units",
+            "DynamoDB capacity units the lease table consumed, as DynamoDB reported them, by operation (Scan and GetItem: read units; the updates: write units)",
+            m.lease_capacity_units.clone(),
         );
         r.register_with_unit(
             "guest_call_duration",
@@ -368,6 +376,13 @@ impl Metrics {
         self.lease_store_request_seconds
             .get_or_create(&OperationLabel { operation })
             .observe(took.as_secs_f64());
+    }
+
+    /// Add the capacity units one lease-table request consumed.
+    pub fn lease_capacity(&self, operation: &'static str, units: f64) {
+        self.lease_capacity_units
+            .get_or_create(&OperationLabel { operation })
+            .inc_by(units);
     }
 
     /// Count one lease loss.
