@@ -95,9 +95,9 @@ pub async fn build_source(settings: &SourceSettings) -> Arc<dyn ShardSource> {
     }
 }
 
-/// How the configured consumer retrieves records; for enhanced fan-out, the stream
-/// consumer is found or registered, and waited for until ACTIVE.
-pub async fn retrieval_mode(consumer: &ConsumerSettings) -> anyhow::Result<Mode> {
+/// With `retrieval = "fan-out"` (which the config allows only on a Kinesis source): the
+/// consumer's name and a client of its stream.
+pub async fn fan_out_source(consumer: &ConsumerSettings) -> Option<(&str, KinesisSource)> {
     let (
         RetrievalSettings::FanOut { consumer_name },
         SourceSettings::Kinesis {
@@ -108,7 +108,7 @@ pub async fn retrieval_mode(consumer: &ConsumerSettings) -> anyhow::Result<Mode>
         },
     ) = (&consumer.retrieval, &consumer.source)
     else {
-        return Ok(Mode::Polling);
+        return None;
     };
     let source = KinesisSource::connect(
         stream_name.as_deref(),
@@ -117,6 +117,15 @@ pub async fn retrieval_mode(consumer: &ConsumerSettings) -> anyhow::Result<Mode>
         endpoint.as_deref(),
     )
     .await;
+    Some((consumer_name, source))
+}
+
+/// How the configured consumer retrieves records; for enhanced fan-out, the stream
+/// consumer is found or registered, and waited for until ACTIVE.
+pub async fn retrieval_mode(consumer: &ConsumerSettings) -> anyhow::Result<Mode> {
+    let Some((consumer_name, source)) = fan_out_source(consumer).await else {
+        return Ok(Mode::Polling);
+    };
     let subscriber = KinesisSubscriber::register(&source, consumer_name)
         .await
         .with_context(|| format!("cannot set up enhanced fan-out consumer {consumer_name}"))?;

@@ -22,11 +22,11 @@ fn fanned_out() -> impl FnOnce(usize) -> Cluster {
     }
 }
 
-/// The stream's registered consumers: (name, status).
-fn consumers(c: &Cluster) -> Vec<(String, String)> {
+/// The stream's ARN.
+fn stream_arn(c: &Cluster) -> String {
     let stream = c.stream();
     stream.block_on(async {
-        let arn = stream
+        stream
             .kinesis
             .describe_stream_summary()
             .stream_name(&stream.name)
@@ -36,7 +36,15 @@ fn consumers(c: &Cluster) -> Vec<(String, String)> {
             .stream_description_summary()
             .expect("summary")
             .stream_arn()
-            .to_string();
+            .to_string()
+    })
+}
+
+/// The stream's registered consumers: (name, status).
+fn consumers(c: &Cluster) -> Vec<(String, String)> {
+    let arn = stream_arn(c);
+    let stream = c.stream();
+    stream.block_on(async {
         stream
             .kinesis
             .list_stream_consumers()
@@ -133,19 +141,9 @@ fn workers_starting_together_register_one_consumer() {
 fn a_stream_at_its_consumer_limit_is_named_and_the_run_stops() {
     let _one_at_a_time = exclusive();
     let mut c = fanned_out()(1);
+    let arn = stream_arn(&c);
     let stream = c.stream();
     stream.block_on(async {
-        let arn = stream
-            .kinesis
-            .describe_stream_summary()
-            .stream_name(&stream.name)
-            .send()
-            .await
-            .expect("DescribeStreamSummary")
-            .stream_description_summary()
-            .expect("summary")
-            .stream_arn()
-            .to_string();
         for n in 0..20 {
             stream
                 .kinesis

@@ -140,27 +140,8 @@ async fn check_stream(source: &crate::config::SourceSettings) -> Finding {
 
 /// With `retrieval = "fan-out"`: is the stream consumer there (or can it be registered)?
 async fn check_fan_out(consumer: &crate::config::ConsumerSettings) -> Option<Finding> {
-    use crate::config::{RetrievalSettings, SourceSettings};
     use crate::source::fanout::{CONSUMERS_PER_STREAM, ConsumerState, consumer_state};
-    let (
-        RetrievalSettings::FanOut { consumer_name },
-        SourceSettings::Kinesis {
-            stream_name,
-            stream_arn,
-            region,
-            endpoint,
-        },
-    ) = (&consumer.retrieval, &consumer.source)
-    else {
-        return None;
-    };
-    let source = crate::source::kinesis::KinesisSource::connect(
-        stream_name.as_deref(),
-        stream_arn.as_deref(),
-        region.as_deref(),
-        endpoint.as_deref(),
-    )
-    .await;
+    let (consumer_name, source) = crate::consumer::fan_out_source(consumer).await?;
     let result = match consumer_state(&source, consumer_name).await {
         Ok(ConsumerState::Registered { arn, status }) => {
             Ok(format!("consumer {consumer_name} is {status} ({arn})"))

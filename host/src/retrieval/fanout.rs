@@ -123,7 +123,7 @@ mod tests {
     use super::*;
     use crate::retrieval::queue::ReadAhead;
     use crate::retrieval::resume::Resume;
-    use crate::retrieval::{Mode, ReaderSettings, Retrieval, Retriever};
+    use crate::retrieval::{Mode, Retrieval, Retriever};
     use crate::source::local::LocalSource;
     use crate::source::{ShardEvent, ShardSource, StartPosition, Subscription};
 
@@ -210,11 +210,7 @@ mod tests {
     }
 
     fn setup(records: usize, closed: bool, never_ends: bool, read_ahead: ReadAhead) -> Setup {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let lines: String = (0..records)
-            .map(|n| format!("{{\"partition_key\":\"k\",\"data\":\"r{n}\"}}\n"))
-            .collect();
-        std::fs::write(dir.path().join("shardId-0.jsonl"), lines).expect("shard file");
+        let dir = crate::retrieval::tests::local_shard(records);
         if closed {
             std::fs::write(dir.path().join("shardId-0.closed"), "").expect("close");
         }
@@ -225,14 +221,7 @@ mod tests {
             never_ends,
             subscriptions: Mutex::new(Vec::new()),
         });
-        let settings = ReaderSettings {
-            max_records: 10,
-            idle_time: Duration::from_millis(50),
-            deliver_empty_batches: false,
-            read_ahead,
-            backoff_initial: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(100),
-        };
+        let settings = crate::retrieval::tests::settings(read_ahead);
         let mode = Mode::FanOut(Arc::clone(&subscriber) as Arc<dyn ShardSubscriber>);
         let retriever = Retriever::new(source, mode, settings);
         let retrieval = retriever.open(

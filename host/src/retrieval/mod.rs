@@ -321,28 +321,40 @@ fn describe(position: &StartPosition) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::source::local::LocalSource;
 
-    /// A local stream with one shard of `records` records, and a retriever reading 10 a
-    /// call with `read_ahead`.
-    fn retriever(records: usize, read_ahead: ReadAhead) -> (tempfile::TempDir, Retriever) {
+    /// A local stream whose one shard, `shardId-0`, holds `records` records `r0`, `r1`, …
+    pub(super) fn local_shard(records: usize) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         let lines: String = (0..records)
             .map(|n| format!("{{\"partition_key\":\"k\",\"data\":\"r{n}\"}}\n"))
             .collect();
         std::fs::write(dir.path().join("shardId-0.jsonl"), lines).expect("shard file");
-        let source: Arc<dyn ShardSource> = Arc::new(LocalSource::new(dir.path(), "s"));
-        let settings = ReaderSettings {
+        dir
+    }
+
+    /// Reading 10 records a call with `read_ahead`, backing off briefly.
+    pub(super) fn settings(read_ahead: ReadAhead) -> ReaderSettings {
+        ReaderSettings {
             max_records: 10,
             idle_time: Duration::from_millis(50),
             deliver_empty_batches: false,
             read_ahead,
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
-        };
-        (dir, Retriever::new(source, Mode::Polling, settings))
+        }
+    }
+
+    /// A local stream with one shard of `records` records, and a polling retriever.
+    fn retriever(records: usize, read_ahead: ReadAhead) -> (tempfile::TempDir, Retriever) {
+        let dir = local_shard(records);
+        let source: Arc<dyn ShardSource> = Arc::new(LocalSource::new(dir.path(), "s"));
+        (
+            dir,
+            Retriever::new(source, Mode::Polling, settings(read_ahead)),
+        )
     }
 
     fn open(retriever: &Retriever) -> Retrieval {
