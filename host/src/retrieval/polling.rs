@@ -18,29 +18,26 @@ pub(super) async fn run(mut reader: ShardReader) {
 /// Read from the reader's resume point to the end of the shard.
 pub(super) async fn read(r: &mut ShardReader) -> Result<Infallible, Stopped> {
     let mut iterator = r.acquire_iterator().await?;
-    // What the last call returned, and when it returned: the pacing's input.
+    // What the last call returned, and when it was sent: the pacing's input.
     let mut last: Option<(usize, u64, Instant)> = None;
     loop {
         r.queue.room().await;
-        if let Some((records, behind, returned_at)) = last {
+        if let Some((records, behind, sent_at)) = last {
             let delay = pacing::next_fetch_delay(
                 records,
                 behind,
                 r.settings.idle_time,
-                Instant::now().duration_since(returned_at),
+                Instant::now().duration_since(sent_at),
             );
             tokio::time::sleep(delay).await;
         }
+        // Kinesis counts calls per second from when they are made: pace from the send.
+        let sent_at = Instant::now();
         let result = r.source.fetch(&iterator, r.settings.max_records).await;
-        let returned_at = Instant::now();
         match result {
             Ok(fetched) => {
                 r.failures = 0;
-                last = Some((
-                    fetched.records.len(),
-                    fetched.millis_behind_latest,
-                    returned_at,
-                ));
+                last = Some((fetched.records.len(), fetched.millis_behind_latest, sent_at));
                 r.hand_over(fetched.records, fetched.millis_behind_latest);
                 match fetched.next_iterator {
                     Some(next) => iterator = next,
