@@ -21,7 +21,9 @@ use crate::config::{
 use crate::delivery::{OnPoison, ShardProcessor};
 use crate::egress::EgressGrants;
 use crate::lease::LeaseStore;
-use crate::lease::coordinator::{CoordinatorSettings, HeldLease, LeaseCoordinator};
+use crate::lease::coordinator::{
+    CoordinatorSettings, HeldLease, IDLE_SCANS_PER_TICK, LeaseCoordinator,
+};
 use crate::lease::dynamo::DynamoLeaseStore;
 use crate::lease::metered::MeteredLeaseStore;
 use crate::lease::sqlite::SqliteLeaseStore;
@@ -351,6 +353,7 @@ async fn run_in_span(settings: Settings, shutdown: CancellationToken) -> anyhow:
             max_leases: consumer.max_leases_per_worker,
             // Time for the owner to finish the batch in flight when it is asked.
             handoff_wait: consumer.lease_duration + plugin_deadline,
+            idle_scans_per_tick: IDLE_SCANS_PER_TICK,
         },
     );
     scheduler.run(&mut coordinator, &consumer, &shutdown).await;

@@ -36,6 +36,19 @@
 //!
 //! Config validation keeps the numbers meaningful: `L` of at least 1 s (so `M` is at
 //! least 200 ms, twenty epoch ticks).
+//!
+//! # How often a worker scans the table
+//!
+//! A tick's Scan reads the whole table, and every worker ticks: the fleet's scans grow
+//! as workers × leases. A worker whose last scan found nothing to do (no lease to take,
+//! none expired, no hand-off asked or awaited, nothing lost or released since) scans
+//! again only after `T × max(1, W / 16)`, `W` the live workers it counted: up to 16
+//! workers scan every tick, and a larger fleet's idle scans add up to about 16 per `T`
+//! whatever its size. Hand-off requests reach an idle owner without a scan, through the
+//! item each renewal returns. What slower scans cost is time: past 16 workers, a crashed
+//! worker's leases are noticed later (KCL 2.x scans every `2 L`). Reads may be stale
+//! (eventually consistent on DynamoDB); that only ever makes a take fail or expiry be
+//! judged later, since a counter value is seen only after it was written (point 3).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -59,7 +72,14 @@ pub struct CoordinatorSettings {
     /// How long a requested hand-off may take before the lease is stolen instead: long
     /// enough for the owner to finish a batch (`lease_duration` + the guest deadline).
     pub handoff_wait: Duration,
+    /// An idle worker among `W` live ones scans every `tick × max(1, W / this)`, so idle
+    /// workers together scan about this many times per tick (see the module docs).
+    /// `usize::MAX`: every worker scans every tick.
+    pub idle_scans_per_tick: usize,
 }
+
+/// The default `idle_scans_per_tick`: fleets of up to 16 workers scan every tick.
+pub const IDLE_SCANS_PER_TICK: usize = 16;
 
 impl CoordinatorSettings {
     /// Settings whose hand-off wait is one lease duration (for a guest deadline of 0).
@@ -69,12 +89,19 @@ impl CoordinatorSettings {
             lease_duration,
             max_leases: None,
             handoff_wait: lease_duration,
+            idle_scans_per_tick: IDLE_SCANS_PER_TICK,
         }
     }
 
     /// Renewal (and take/steal) period: a third of the lease duration.
     pub fn tick(&self) -> Duration {
         self.lease_duration / 3
+    }
+
+    /// How long an idle worker among `workers` live ones waits between scans.
+    pub fn idle_scan_period(&self, workers: usize) -> Duration {
+        let share = workers as f64 / self.idle_scans_per_tick.max(1) as f64;
+        self.tick().mul_f64(share.max(1.0))
     }
 
     /// How long after its last successful renewal was sent a holder keeps processing:
@@ -243,6 +270,17 @@ impl HeldLease {
         Ok(())
     }
 
+    /// A peer asked for this lease: tell the shard worker to stop at its next batch
+    /// boundary (it checkpoints and releases). `true` if this is news.
+    fn hand_over_to(&self, requester: &str) -> bool {
+        if self.handoff.is_cancelled() {
+            return false;
+        }
+        tracing::info!(lease = %self.key, to = requester, "handing the lease over after the in-flight batch");
+        self.handoff.cancel();
+        true
+    }
+
     /// A write was refused (another worker took the lease, or it was deleted): lost.
     fn refused(&self) {
         if !self.lost.is_cancelled() && !self.is_released() {
@@ -261,6 +299,11 @@ impl HeldLease {
         let result = tokio::time::timeout_at(self.fence_deadline(), store.renew(&lease)).await;
         match result {
             Ok(Ok(updated)) => {
+                if let Some(requester) = updated.handoff_to.as_deref()
+                    && updated.owner.as_deref() != Some(requester)
+                {
+                    self.hand_over_to(requester);
+                }
                 *lease = updated;
                 *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = sent_at;
                 Ok(())
@@ -332,6 +375,21 @@ pub struct TickSummary {
     pub workers: usize,
     /// Target leases per worker.
     pub target: usize,
+    /// Whether this tick scanned the table (an idle worker skips most; see the module
+    /// docs). Without a scan, `workers` and `target` are the last scan's.
+    pub scanned: bool,
+}
+
+/// What the last scan found, to decide whether the next tick may skip its scan.
+#[derive(Debug, Clone)]
+struct LastScan {
+    at: Instant,
+    /// Nothing to do: nothing to take, none expired, no hand-off asked or awaited.
+    idle: bool,
+    /// Leases held after that tick: fewer now means one was released or lost.
+    held: usize,
+    workers: usize,
+    target: usize,
 }
 
 /// When this worker last saw each lease's counter change.
@@ -354,6 +412,7 @@ pub struct LeaseCoordinator {
     /// The hand-off this worker requested: one at a time; if the owner it was asked of
     /// has not released within a lease duration, the lease is stolen instead.
     pending_handoff: Option<PendingHandoff>,
+    last_scan: Option<LastScan>,
 }
 
 /// A hand-off this worker asked for. It holds only for the owner it was asked of, and
@@ -385,6 +444,7 @@ impl LeaseCoordinator {
             observed: HashMap::new(),
             draining: false,
             pending_handoff: None,
+            last_scan: None,
         }
     }
 
@@ -421,14 +481,29 @@ impl LeaseCoordinator {
         Arc::clone(&self.held)
     }
 
-    /// One round: forget lost leases, then take and steal toward the balanced target
-    /// (renewals run on each held lease's own task).
-    /// Returns the leases newly acquired (start a shard worker for each).
+    /// One round: forget lost leases, then (unless idle, see the module docs) scan the
+    /// table and take and steal toward the balanced target (renewals run on each held
+    /// lease's own task). Returns the leases newly acquired (start a shard worker for each).
     pub async fn tick(&mut self) -> Result<(TickSummary, Vec<Arc<HeldLease>>), LeaseError> {
         let mut summary = TickSummary::default();
         self.prune_lost(&mut summary);
+        let held_now = self.held.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if let Some(last) = &self.last_scan
+            && summary.lost.is_empty()
+            && self.may_skip_scan(last, held_now)
+        {
+            summary.held = held_now;
+            summary.workers = last.workers;
+            summary.target = last.target;
+            metrics()
+                .leases_held
+                .set(i64::try_from(held_now).unwrap_or(i64::MAX));
+            return Ok((summary, Vec::new()));
+        }
 
+        let scanned_at = Instant::now();
         let leases = self.store.list().await?;
+        summary.scanned = true;
         let now = Instant::now();
         self.observe(&leases, now);
 
@@ -506,6 +581,21 @@ impl LeaseCoordinator {
             }
         }
         summary.held = self.held.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let expired = active
+            .iter()
+            .any(|l| l.owner.as_deref() != Some(worker.as_str()) && self.is_expired(l, now));
+        self.last_scan = Some(LastScan {
+            at: scanned_at,
+            idle: acquired.is_empty()
+                && summary.available == 0
+                && summary.handoff_requested.is_none()
+                && summary.stolen.is_none()
+                && self.pending_handoff.is_none()
+                && !expired,
+            held: summary.held,
+            workers,
+            target,
+        });
         let m = metrics();
         m.leases_held
             .set(i64::try_from(summary.held).unwrap_or(i64::MAX));
@@ -515,6 +605,15 @@ impl LeaseCoordinator {
             m.leases_stolen.inc();
         }
         Ok((summary, acquired))
+    }
+
+    /// The last scan found nothing to do, nothing was released since, no hand-off is
+    /// awaited, and the idle period for the fleet's size has not passed.
+    fn may_skip_scan(&self, last: &LastScan, held_now: usize) -> bool {
+        last.idle
+            && held_now >= last.held
+            && self.pending_handoff.is_none()
+            && last.at.elapsed() < self.settings.idle_scan_period(last.workers)
     }
 
     /// Drop the leases whose keep-alive task gave them up (renewal refused, or fenced)
@@ -618,10 +717,8 @@ impl LeaseCoordinator {
                 continue;
             }
             if let Some(h) = held.get(&lease.key)
-                && !h.handoff.is_cancelled()
+                && h.hand_over_to(requester)
             {
-                tracing::info!(lease = %lease.key, to = requester, "handing the lease over after the in-flight batch");
-                h.handoff.cancel();
                 summary.handing_over.push(lease.key.clone());
             }
         }
@@ -1023,5 +1120,139 @@ mod tests {
         let (summary, _) = w1.tick().await.expect("tick");
         assert!(summary.taken.is_empty(), "{summary:?}");
         assert_eq!(summary.held, 3);
+    }
+
+    /// w1 and w2 hold two leases each, w1 through a coordinator whose idle scan period
+    /// among two workers is `2 T` (one idle scan per tick for the fleet). w2 renews its
+    /// own leases by hand.
+    async fn idle_w1_beside_w2(store: &Arc<MemoryLeaseStore>) -> LeaseCoordinator {
+        for key in ["shardId-2", "shardId-3"] {
+            store
+                .take(&get(store, key).await, "w2")
+                .await
+                .expect("w2 takes");
+        }
+        let mut settings = CoordinatorSettings::new("w1", LEASE);
+        settings.idle_scans_per_tick = 1;
+        let mut w1 = LeaseCoordinator::new(Arc::clone(store) as Arc<dyn LeaseStore>, settings);
+        let (summary, _) = w1.tick().await.expect("first tick");
+        assert_eq!(summary.taken.len(), 2, "{summary:?}");
+        tokio::time::advance(LEASE / 3).await;
+        let (summary, _) = w1.tick().await.expect("second tick");
+        assert!(summary.scanned && summary.taken.is_empty(), "{summary:?}");
+        assert_eq!((summary.workers, summary.target), (2, 2));
+        w1
+    }
+
+    async fn w2_renews(store: &MemoryLeaseStore) {
+        for key in ["shardId-2", "shardId-3"] {
+            store
+                .renew(&get(store, key).await)
+                .await
+                .expect("w2 renews");
+        }
+    }
+
+    /// An idle worker skips scans until its idle period has passed; a failing Scan
+    /// shows whether a tick read the table.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_worker_scans_once_per_idle_period() {
+        let store = store_with(&["shardId-0", "shardId-1", "shardId-2", "shardId-3"]).await;
+        let mut w1 = idle_w1_beside_w2(&store).await;
+        store.inject(Operation::List, Fault::Fail);
+        tokio::time::advance(LEASE / 3).await;
+        w2_renews(&store).await;
+        let (summary, _) = w1.tick().await.expect("an idle tick reads nothing");
+        assert!(!summary.scanned, "{summary:?}");
+        assert_eq!((summary.held, summary.target), (2, 2));
+        tokio::time::advance(LEASE / 3).await;
+        assert!(
+            w1.tick().await.is_err(),
+            "two ticks after the last scan, the table is read again"
+        );
+        store.inject(Operation::List, Fault::None);
+        let (summary, _) = w1.tick().await.expect("tick");
+        assert!(summary.scanned, "a failed scan is retried at once");
+    }
+
+    /// With the default fleet-wide budget, a small fleet scans every tick.
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_of_up_to_sixteen_workers_scans_every_tick() {
+        let settings = CoordinatorSettings::new("w1", LEASE);
+        for workers in [1, 2, 16] {
+            assert_eq!(settings.idle_scan_period(workers), settings.tick());
+        }
+        assert_eq!(settings.idle_scan_period(32), settings.tick() * 2);
+        assert_eq!(
+            settings.idle_scan_period(100),
+            settings.tick().mul_f64(6.25)
+        );
+        let store = store_with(&["shardId-0", "shardId-1", "shardId-2", "shardId-3"]).await;
+        for key in ["shardId-2", "shardId-3"] {
+            store
+                .take(&get(&store, key).await, "w2")
+                .await
+                .expect("w2 takes");
+        }
+        let mut w1 = coordinator(&store, "w1");
+        w1.tick().await.expect("first tick");
+        for _ in 0..3 {
+            tokio::time::advance(LEASE / 3).await;
+            w2_renews(&store).await;
+            let (summary, _) = w1.tick().await.expect("tick");
+            assert!(summary.scanned && summary.taken.is_empty(), "{summary:?}");
+        }
+    }
+
+    /// A hand-off request reaches an idle owner through the item its renewal returns,
+    /// while its ticks read nothing.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_owner_learns_of_a_handoff_request_from_its_renewal() {
+        let store = store_with(&["shardId-0", "shardId-1", "shardId-2", "shardId-3"]).await;
+        let mut w1 = idle_w1_beside_w2(&store).await;
+        store.inject(Operation::List, Fault::Fail);
+        let asked = w1
+            .held()
+            .into_iter()
+            .find(|h| h.key() == "shardId-1")
+            .expect("w1 holds shardId-1");
+        store
+            .request_handoff(&get(&store, "shardId-1").await, "w3")
+            .await
+            .expect("w3 asks");
+        assert!(!asked.handoff().is_cancelled());
+        tokio::time::advance(LEASE / 3).await;
+        w2_renews(&store).await;
+        let (summary, _) = w1.tick().await.expect("an idle tick reads nothing");
+        assert!(!summary.scanned);
+        tokio::time::timeout(LEASE / 3, asked.handoff().cancelled())
+            .await
+            .expect("the next renewal raises the hand-off");
+        assert!(
+            !w1.held()
+                .iter()
+                .any(|h| h.key() == "shardId-0" && h.handoff().is_cancelled()),
+            "only the lease asked for is handed over"
+        );
+    }
+
+    /// A lease given up (released at shard end or hand-off) makes the next tick scan,
+    /// idle period or not: the worker is below target again.
+    #[tokio::test(start_paused = true)]
+    async fn a_released_lease_ends_idling_at_once() {
+        let store = store_with(&["shardId-0", "shardId-1", "shardId-2", "shardId-3"]).await;
+        let mut w1 = idle_w1_beside_w2(&store).await;
+        let held = w1
+            .held()
+            .into_iter()
+            .find(|h| h.key() == "shardId-0")
+            .expect("w1 holds shardId-0");
+        held.release(store.as_ref()).await.expect("release");
+        w1.forget("shardId-0");
+        store.inject(Operation::List, Fault::Fail);
+        assert!(
+            w1.tick().await.is_err(),
+            "the tick after a release reads the table"
+        );
     }
 }

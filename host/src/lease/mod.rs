@@ -54,7 +54,8 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// Create the table (or file) if missing and wait until it is usable.
     async fn prepare(&self) -> Result<(), LeaseError>;
 
-    /// Every lease of the application.
+    /// Every lease of the application. On DynamoDB the read is eventually consistent, so
+    /// an item may be a moment stale: act on it only through a conditional write.
     async fn list(&self) -> Result<Vec<Lease>, LeaseError>;
 
     /// One lease.
