@@ -23,13 +23,19 @@
 //! eventually consistently, to check the model where the full protocol does not fit on a
 //! small machine (10,000 renewals per 3.3 s is ~3,000 writes/s).
 //!
+//! Every case runs twice, back to back: `before` (a consistent Scan by every worker on
+//! every tick, as shoal did) and `now` (the shipped protocol: eventually consistent
+//! scans, idle workers scanning every T · max(1, W / 16)).
+//!
 //! Prints Markdown: the measured table, the fitted cost model (checked against every
 //! case), and the model at 10,000 shards × 100 workers in units per second and dollars
-//! per month at DynamoDB on-demand prices, next to KCL 2.x and KCL 3.x and the fixes.
-//! The full default run takes about 6 minutes.
+//! per month at DynamoDB on-demand prices, before and now, next to KCL 2.x and KCL 3.x.
+//! The full default run takes about 13 minutes.
 //!
 //! Environment: `SHOAL_LEASE_COST_SHARDS` (default `100,1000,4000`),
-//! `SHOAL_LEASE_COST_WORKERS` (default `1,4,16`), `SHOAL_LEASE_COST_WINDOW_SECS`
+//! `SHOAL_LEASE_COST_WORKERS` (default `1,4,16`), `SHOAL_LEASE_COST_EXTRA` (more
+//! `NxW` cases, default `1000x64`), `SHOAL_LEASE_COST_DESIGNS` (default `before,now`),
+//! `SHOAL_LEASE_COST_WINDOW_SECS`
 //! (default 30, rounded to a whole number of ticks), `SHOAL_LEASE_COST_LEASE_MS`
 //! (default 10000, KCL's failover time), `SHOAL_LEASE_COST_SCAN_PROBE` (leases in the
 //! scan probe, default 10000, 0: none), `DYNAMODB_ENDPOINT` (default
@@ -55,7 +61,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
-use shoal::lease::coordinator::{CoordinatorSettings, HeldLease, LeaseCoordinator};
+use shoal::lease::coordinator::{
+    CoordinatorSettings, HeldLease, IDLE_SCANS_PER_TICK, LeaseCoordinator,
+};
 use shoal::lease::dynamo::DynamoLeaseStore;
 use shoal::lease::metered::MeteredLeaseStore;
 use shoal::lease::{Checkpoint, Lease, LeaseStore};
@@ -92,6 +100,59 @@ const SECONDS_PER_MONTH: f64 = 730.0 * 3600.0;
 const SHARD_SYNC_SECS: f64 = 60.0;
 /// Checkpoints written in the probe after the window.
 const CHECKPOINT_PROBE: usize = 50;
+
+/// The scan schedule a case runs with: the protocol as shipped, and as it was before
+/// scans became eventually consistent and idle workers began to skip them, side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Design {
+    /// A consistent Scan by every worker on every tick.
+    Before,
+    /// What `shoal run` does: eventually consistent scans; an idle worker among W scans
+    /// every T · max(1, W / 16).
+    Now,
+}
+
+impl Design {
+    fn parse(name: &str) -> Option<Self> {
+        match name.trim() {
+            "before" => Some(Self::Before),
+            "now" => Some(Self::Now),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Before => "before",
+            Self::Now => "now",
+        }
+    }
+
+    fn consistent_scans(self) -> bool {
+        self == Self::Before
+    }
+
+    fn idle_scans_per_tick(self) -> usize {
+        match self {
+            Self::Before => usize::MAX,
+            Self::Now => IDLE_SCANS_PER_TICK,
+        }
+    }
+
+    /// Read units of one of this design's scans, per unit of a consistent one.
+    fn scan_share(self, eventual: f64) -> f64 {
+        if self.consistent_scans() {
+            1.0
+        } else {
+            eventual
+        }
+    }
+
+    /// Idle scan period over the tick, among `workers`.
+    fn idle_ticks(self, workers: usize) -> f64 {
+        (workers as f64 / self.idle_scans_per_tick() as f64).max(1.0)
+    }
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -482,6 +543,7 @@ impl Delta {
 /// One measured case.
 #[derive(Debug)]
 struct Case {
+    design: Design,
     shards: usize,
     workers: usize,
     tick: Duration,
@@ -494,6 +556,8 @@ struct Case {
     /// the window (the window's units per scan blur where multi-page scans straddle
     /// its edges).
     scan_rru: f64,
+    /// RRU of one Scan as this design reads it (eventually consistent: half).
+    design_scan_rru: f64,
     create: Delta,
     warm_up: Delta,
     window: Delta,
@@ -556,8 +620,10 @@ fn spread(workers: &[Worker]) -> (usize, usize, usize) {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_case(
     endpoint: &str,
+    design: Design,
     shards: usize,
     workers: usize,
     lease_duration: Duration,
@@ -566,7 +632,8 @@ async fn run_case(
 ) -> Case {
     let api = Arc::new(ApiCounts::default());
     let table = format!(
-        "shoal-lease-cost-{shards}x{workers}-{}-{:04x}",
+        "shoal-lease-cost-{}-{shards}x{workers}-{}-{:04x}",
+        design.name(),
         std::process::id(),
         fastrand::u16(..)
     );
@@ -605,7 +672,8 @@ async fn run_case(
     let mut pool = Vec::with_capacity(workers);
     let mut sample_owner = String::new();
     for i in 0..workers {
-        let dynamo = DynamoLeaseStore::with_client(client(endpoint, &api).await, &table);
+        let dynamo = DynamoLeaseStore::with_client(client(endpoint, &api).await, &table)
+            .with_consistent_scans(design.consistent_scans());
         let store: Arc<dyn LeaseStore> = Arc::new(MeteredLeaseStore::new(
             Arc::new(dynamo),
             Arc::clone(&health),
@@ -616,6 +684,7 @@ async fn run_case(
         }
         let mut settings = CoordinatorSettings::new(id, lease_duration);
         settings.max_leases = Some(target);
+        settings.idle_scans_per_tick = design.idle_scans_per_tick();
         let mut coordinator = LeaseCoordinator::new(Arc::clone(&store), settings);
         let stats = Arc::new(TickStats::default());
         let tick_started = Instant::now();
@@ -661,7 +730,14 @@ async fn run_case(
     };
     let s2 = snapshot(&api, ddb_pid);
 
-    // One tick to settle, then the window.
+    // One tick to settle, then the window: a whole number of idle scan periods (ticks
+    // per scan, rounded up), since workers that started together scan in step and a
+    // window cutting a period would catch a cluster of scans more or fewer.
+    let ticks_per_scan = design.idle_ticks(workers).ceil();
+    let window = (lease_duration / 3).mul_f64(
+        ((window.as_secs_f64() / (lease_duration / 3).as_secs_f64()) / ticks_per_scan).ceil()
+            * ticks_per_scan,
+    );
     tokio::time::sleep(lease_duration / 3).await;
     for w in &pool {
         w.stats.max_nanos.store(0, Ordering::Relaxed);
@@ -688,6 +764,11 @@ async fn run_case(
         .unwrap_or(0);
     let (_, least, most) = spread(&pool);
     let (scan_rru, _) = scan_units(admin.client(), &table, true).await;
+    let design_scan_rru = if design.consistent_scans() {
+        scan_rru
+    } else {
+        scan_units(admin.client(), &table, false).await.0
+    };
 
     // Checkpoints: what one costs (none happen in the window: no records).
     let c0 = snapshot(&api, ddb_pid);
@@ -727,10 +808,12 @@ async fn run_case(
 
     let ticks = t1 - t0;
     Case {
+        design,
         shards,
         workers,
         tick: lease_duration / 3,
         scan_rru,
+        design_scan_rru,
         item_bytes: item_bytes(&lease_for(shards / 2, shards), &sample_owner),
         balanced_after,
         spread: (least, most),
@@ -803,7 +886,10 @@ async fn scan_probe(endpoint: &str, shards: usize) -> ScanProbe {
         std::process::id(),
         fastrand::u16(..)
     );
-    let store = DynamoLeaseStore::with_client(client(endpoint, &api).await, &table);
+    // `list` through a store that scans consistently, as shoal did: the probe measures
+    // both kinds of scan (the eventually consistent one below).
+    let store = DynamoLeaseStore::with_client(client(endpoint, &api).await, &table)
+        .with_consistent_scans(true);
     store.prepare().await.expect("create the lease table");
     let owners: Arc<Vec<String>> = Arc::new((0..100).map(worker_id).collect());
     let mut creating = tokio::task::JoinSet::new();
@@ -888,7 +974,7 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
     w(
         &mut out,
         format!(
-            "## Lease table cost: DynamoDB units by operation (DynamoDB Local, lease duration {:.0} s, tick {:.2} s, window {:.1} s)\n",
+            "## Lease table cost: DynamoDB units by operation (DynamoDB Local, lease duration {:.0} s, tick {:.2} s, window {:.1} s, lengthened to whole idle scan periods where they are longer than a tick)\n",
             lease.as_secs_f64(),
             t,
             window.as_secs_f64()
@@ -903,11 +989,11 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
     );
     w(
         &mut out,
-        "| shards N | workers W | ticks/s per worker (nominal) | tick ms mean / max | Scan req/s | RRU per scan | scan RRU/s | renewals/s (nominal) | renew WRU/s | other units/s | **RRU/s** | **WRU/s** | requests/s | DDB Local CPU | bench CPU | lost / failed ticks / hand-offs |".into(),
+        "| design | shards N | workers W | ticks/s per worker (nominal) | tick ms mean / max | Scan req/s | RRU per scan | scan RRU/s | renewals/s (nominal) | renew WRU/s | other units/s | **RRU/s** | **WRU/s** | requests/s | DDB Local CPU | bench CPU | lost / failed ticks / hand-offs |".into(),
     );
     w(
         &mut out,
-        "|---:|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|".into(),
+        "|---|---:|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|".into(),
     );
     for c in cases {
         let d = &c.window;
@@ -916,7 +1002,8 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
         w(
             &mut out,
             format!(
-                "| {} | {} | {:.3} ({:.3}) | {:.0} / {:.0} | {:.2} | {:.1} | {:.1} | {:.0} ({:.0}) | {:.1} | {:.2} | **{:.1}** | **{:.1}** | {:.0} | {} | {} | {} / {} / {} |",
+                "| {} | {} | {} | {:.3} ({:.3}) | {:.0} / {:.0} | {:.2} | {:.1} | {:.1} | {:.0} ({:.0}) | {:.1} | {:.2} | **{:.1}** | **{:.1}** | {:.0} | {} | {} | {} / {} / {} |",
+                c.design.name(),
                 c.shards,
                 c.workers,
                 c.ticks_per_worker_s(),
@@ -924,7 +1011,7 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
                 c.tick_mean_ms,
                 c.tick_max_ms,
                 d.api.get("Scan").copied().unwrap_or(0) as f64 / s,
-                c.rru_per_scan(),
+                c.design_scan_rru,
                 d.units("list") / s,
                 d.ok("renew") as f64 / s,
                 c.nominal_renewals_s(),
@@ -945,17 +1032,18 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
     w(&mut out, "\nSetup and one-off costs, per case:\n".into());
     w(
         &mut out,
-        "| N | W | item bytes (est.) | WRU per create | balanced after s | spread at end (min..max) | takes (refused) | WRU per take | WRU per checkpoint (n) |".into(),
+        "| design | N | W | item bytes (est.) | WRU per create | balanced after s | spread at end (min..max) | takes (refused) | WRU per take | WRU per checkpoint (n) |".into(),
     );
     w(
         &mut out,
-        "|---:|---:|---:|---:|---:|---|---|---:|---|".into(),
+        "|---|---:|---:|---:|---:|---:|---|---|---:|---|".into(),
     );
     for c in cases {
         w(
             &mut out,
             format!(
-                "| {} | {} | {} | {:.2} | {} | {}..{} | {} ({}) | {:.2} | {:.2} ({}) |",
+                "| {} | {} | {} | {} | {:.2} | {} | {}..{} | {} ({}) | {:.2} | {:.2} ({}) |",
+                c.design.name(),
                 c.shards,
                 c.workers,
                 c.item_bytes,
@@ -1004,9 +1092,10 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
         format!(
             "- RRU per consistent scan of N leases: s(N) = ⌈{b:.5} · N⌉ (least squares over the cases: {:.0} bytes per lease item ÷ 4 KB; pages of 1 MB, about {:.0} leases each)\n\
              - WRU per renewal: {renew_wru:.2}; per checkpoint: {checkpoint_wru:.2}; per take: 1 (a refused conditional write is billed too, 1 WRU, plus 1 RRU for shoal's re-read; the counter misses the refused write, its error carries no ConsumedCapacity)\n\
-             - RRU/s = W · s(N) / P, with P the tick period (T = L/3 = {t:.2} s plus the tick's own duration: the scheduler waits T after a tick ends)\n\
+             - before: RRU/s = W · s(N) / P, with P the tick period (T = L/3 = {t:.2} s plus the tick's own duration: the scheduler waits T after a tick ends)\n\
+             - now: RRU/s = W · e · s(N) / P_idle, e the eventually consistent share (½), P_idle = P · ⌈max(1, W / {IDLE_SCANS_PER_TICK}) · T / P⌉: the first tick at least T · max(1, W / {IDLE_SCANS_PER_TICK}) after the last scan; up to {IDLE_SCANS_PER_TICK} workers that is every tick, and a larger fleet's scans add up to about {IDLE_SCANS_PER_TICK} per T\n\
              - WRU/s = N · {renew_wru:.2} / T + N · {checkpoint_wru:.2} · c, with c the checkpoints per shard per second\n\
-             - not exercised here (no Kinesis): every worker's shard sync, one more consistent scan per {SHARD_SYNC_SECS:.0} s: + W · s(N) / {SHARD_SYNC_SECS:.0}",
+             - not exercised here (no Kinesis): every worker's shard sync, one more scan per {SHARD_SYNC_SECS:.0} s: + W · s(N) / {SHARD_SYNC_SECS:.0} (× e now)",
             b * 4096.0,
             1_048_576.0 / (b * 4096.0),
         ),
@@ -1037,18 +1126,24 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
     );
     w(
         &mut out,
-        "| N | W | RRU/s measured | W·s(N)/P | error | WRU/s measured | N/T | error |".into(),
+        "| design | N | W | RRU/s measured | model | error | WRU/s measured | N/T | error |".into(),
     );
-    w(&mut out, "|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+    w(
+        &mut out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|".into(),
+    );
     for c in cases {
         let s = c.window.secs;
         let (rm, wm) = (c.window.read_units() / s, c.window.write_units() / s);
-        let rp = c.workers as f64 * scan(c.shards as f64) / c.period();
+        let p = c.period();
+        let scan_period = p * (c.design.idle_ticks(c.workers) * t / p).ceil().max(1.0);
+        let rp = c.workers as f64 * c.design.scan_share(ec) * scan(c.shards as f64) / scan_period;
         let wp = c.shards as f64 * renew_wru / t;
         w(
             &mut out,
             format!(
-                "| {} | {} | {rm:.1} | {rp:.1} | {:+.1} % | {wm:.1} | {wp:.1} | {:+.1} % |",
+                "| {} | {} | {} | {rm:.1} | {rp:.1} | {:+.1} % | {wm:.1} | {wp:.1} | {:+.1} % |",
+                c.design.name(),
                 c.shards,
                 c.workers,
                 100.0 * (rm - rp) / rp,
@@ -1060,46 +1155,66 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
     // Extrapolation.
     let (n, workers) = (10_000.0_f64, 100.0_f64);
     let s = scan(n);
+    let idle = Design::Now.idle_ticks(workers as usize) * t;
     w(
         &mut out,
         format!(
             "\n### 10,000 shards × 100 workers (model; nominal T = {t:.2} s; on-demand us-east-1 since 2024-11-01: ${PRICE_RRU} per million RRU, ${PRICE_WRU} per million WRU; month = 730 h)\n\n\
-             s(10,000) = {s:.0} RRU per consistent scan ({:.0} KB read per scan).\n",
+             s(10,000) = {s:.0} RRU per consistent scan ({:.0} KB read per scan); e = {ec:.3}; an idle worker among 100 scans every {idle:.1} s.\n",
             b * n * 4.0
         ),
     );
     w(
         &mut out,
-        "| term | formula | RRU/s | WRU/s | $/month |".into(),
+        "| term | before: formula | RRU/s | WRU/s | $/month | now: formula | RRU/s | WRU/s | $/month |".into(),
     );
-    w(&mut out, "|---|---|---:|---:|---:|".into());
-    let row = |out: &mut String, name: &str, formula: &str, r: f64, wr: f64| {
+    w(
+        &mut out,
+        "|---|---|---:|---:|---:|---|---:|---:|---:|".into(),
+    );
+    let row = |out: &mut String, name: &str, before: (&str, f64, f64), now: (&str, f64, f64)| {
         w(
             out,
             format!(
-                "| {name} | {formula} | {r:.0} | {wr:.0} | {:.0} |",
-                dollars(r, wr)
+                "| {name} | {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} |",
+                before.0,
+                before.1,
+                before.2,
+                dollars(before.1, before.2),
+                now.0,
+                now.1,
+                now.2,
+                dollars(now.1, now.2)
             ),
         );
     };
     let tick_scans = workers * s / t;
     let sync_scans = workers * s / SHARD_SYNC_SECS;
+    let idle_scans = workers * ec * s / idle;
     let renewals = n * renew_wru / t;
-    row(&mut out, "tick scans", "W · s(N) / T", tick_scans, 0.0);
+    row(
+        &mut out,
+        "tick scans",
+        ("W · s(N) / T", tick_scans, 0.0),
+        ("W · e · s(N) / (T · W/16)", idle_scans, 0.0),
+    );
     row(
         &mut out,
         "shard-sync scans",
-        "W · s(N) / 60 s",
-        sync_scans,
-        0.0,
+        ("W · s(N) / 60 s", sync_scans, 0.0),
+        ("W · e · s(N) / 60 s", ec * sync_scans, 0.0),
     );
-    row(&mut out, "renewals", "N / T", 0.0, renewals);
     row(
         &mut out,
-        "**shoal today, lease protocol**",
-        "",
-        tick_scans + sync_scans,
-        renewals,
+        "renewals",
+        ("N / T", 0.0, renewals),
+        ("N / T", 0.0, renewals),
+    );
+    row(
+        &mut out,
+        "**lease protocol**",
+        ("", tick_scans + sync_scans, renewals),
+        ("", idle_scans + ec * sync_scans, renewals),
     );
     for (label, per_s) in [
         ("checkpoints, 1 per shard per minute", 1.0 / 60.0),
@@ -1109,21 +1224,27 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
             5.0,
         ),
     ] {
-        row(&mut out, label, "N · c", 0.0, n * checkpoint_wru * per_s);
+        let wru = n * checkpoint_wru * per_s;
+        row(&mut out, label, ("N · c", 0.0, wru), ("N · c", 0.0, wru));
     }
 
-    // Per shard: renewals cost the same whatever W; scans cost per shard per worker.
+    // Per shard: renewals cost the same whatever W; tick scans, per shard, cost per
+    // worker up to 16 workers and then stay flat; shard-sync scans cost per worker.
     let per_shard_renewal = dollars(0.0, renew_wru / t);
-    let per_shard_worker_scan = dollars(b * (1.0 / t + 1.0 / SHARD_SYNC_SECS), 0.0);
+    let per_shard_tick_scans = dollars(ec * b / t, 0.0);
+    let per_shard_sync_scans = dollars(ec * b / SHARD_SYNC_SECS, 0.0);
     w(
         &mut out,
         format!(
-            "\nPer shard and month: renewals ${per_shard_renewal:.3} (whatever W); scans ${per_shard_worker_scan:.4} per worker (tick + shard sync). \
-             The scans cost more than the renewals from W = {:.0} workers on, at any N.",
-            per_shard_renewal / per_shard_worker_scan
+            "\nNow, per shard and month: renewals ${per_shard_renewal:.3} (whatever W); tick scans ${per_shard_tick_scans:.4} × min(W, {IDLE_SCANS_PER_TICK}); shard-sync scans ${per_shard_sync_scans:.5} × W. \
+             The scans cost more than the renewals from W = {:.0} workers on, at any N (before: from W = {:.0}).",
+            ((per_shard_renewal - IDLE_SCANS_PER_TICK as f64 * per_shard_tick_scans)
+                / per_shard_sync_scans)
+                .max(0.0),
+            per_shard_renewal / dollars(b * (1.0 / t + 1.0 / SHARD_SYNC_SECS), 0.0),
         ),
     );
-    w(&mut out, "\nThe same 10,000 × 100 under other designs and fixes (lease protocol only, checkpoints excluded):\n".into());
+    w(&mut out, "\nThe same 10,000 × 100 under other designs (lease protocol only, checkpoints excluded):\n".into());
     w(&mut out, "| design | RRU/s | WRU/s | $/month |".into());
     w(&mut out, "|---|---:|---:|---:|".into());
     let design = |out: &mut String, name: &str, r: f64, wr: f64| {
@@ -1134,7 +1255,18 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
     };
     let kcl_t = lease.as_secs_f64() / 3.0 - 0.025;
     let kcl_taker = 2.0 * (lease.as_secs_f64() + 0.025);
-    design(&mut out, "shoal today", tick_scans + sync_scans, renewals);
+    design(
+        &mut out,
+        "shoal before: a consistent scan per worker per tick",
+        tick_scans + sync_scans,
+        renewals,
+    );
+    design(
+        &mut out,
+        "**shoal now**: eventually consistent scans; idle workers scan every T · max(1, W/16); hand-off requests read from each renewal's returned item",
+        idle_scans + ec * sync_scans,
+        renewals,
+    );
     design(
         &mut out,
         "KCL 2.x: eventually consistent scan per worker every 2·(L+25 ms) = 20.05 s; renewals every L/3 − 25 ms",
@@ -1153,33 +1285,20 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
     );
     design(
         &mut out,
-        "fix 1: eventually consistent scans (tick and sync)",
-        ec * (tick_scans + sync_scans),
-        renewals,
-    );
-    let slow = 2.0 * lease.as_secs_f64();
-    design(
-        &mut out,
-        "fix 1 + 2: a worker with nothing to do (at target, nothing available, no hand-off pending) scans every 2 L = 20 s; hand-off requests read from the renewal's ALL_NEW item",
-        ec * (workers * s / slow + sync_scans),
+        "not built: now + the shard sync reuses the coordinator's last scan",
+        idle_scans,
         renewals,
     );
     design(
         &mut out,
-        "fix 1 + 2 + 3: shard sync reuses the coordinator's last scan",
-        ec * workers * s / slow,
-        renewals,
-    );
-    design(
-        &mut out,
-        "fix 1 + 2 + 3, lease duration 30 s (renewals every 10 s, failover ~3× slower)",
-        ec * workers * s / (3.0 * slow),
+        "now, lease duration 30 s (renewals and scans 3× rarer, failover ~3× slower)",
+        (idle_scans + ec * sync_scans) / 3.0,
         renewals / 3.0,
     );
     design(
         &mut out,
-        "fix 1 + 2 + 3 + one heartbeat item per worker renewed every T instead of every lease (W/T writes; not KCL-compatible: a KCL worker would see the leases expire)",
-        ec * workers * s / slow,
+        "not built: now + one heartbeat item per worker renewed every T instead of every lease (W/T writes; not KCL-compatible: a KCL worker would see the leases expire)",
+        idle_scans + ec * sync_scans,
         workers / t,
     );
     out
@@ -1188,6 +1307,20 @@ fn report(cases: &[Case], probe: Option<&ScanProbe>, lease: Duration, window: Du
 fn main() {
     let shards = list_env("SHOAL_LEASE_COST_SHARDS", &[100, 1000, 4000]);
     let workers = list_env("SHOAL_LEASE_COST_WORKERS", &[1, 4, 16]);
+    // Past 16 workers idle scans thin out: one larger fleet, where its store keeps up.
+    let extra: Vec<(usize, usize)> = std::env::var("SHOAL_LEASE_COST_EXTRA")
+        .unwrap_or_else(|_| "1000x64".into())
+        .split(',')
+        .filter_map(|c| {
+            let (n, w) = c.trim().split_once('x')?;
+            Some((n.parse().ok()?, w.parse().ok()?))
+        })
+        .collect();
+    let designs: Vec<Design> = std::env::var("SHOAL_LEASE_COST_DESIGNS")
+        .unwrap_or_else(|_| "before,now".into())
+        .split(',')
+        .map(|d| Design::parse(d).unwrap_or_else(|| panic!("unknown design {d:?}: before or now")))
+        .collect();
     let lease = Duration::from_millis(env_or("SHOAL_LEASE_COST_LEASE_MS", 10_000).max(1_000));
     // A whole number of ticks: each held lease then renews the same number of times in
     // the window, wherever its renewals fall.
@@ -1214,10 +1347,16 @@ fn main() {
         .expect("tokio runtime");
     let started = std::time::Instant::now();
     let mut cases = Vec::new();
-    for &n in &shards {
-        for &w in &workers {
+    let grid = shards
+        .iter()
+        .flat_map(|&n| workers.iter().map(move |&w| (n, w)))
+        .chain(extra);
+    for (n, w) in grid {
+        // Both designs back to back on each case, so the comparison shares conditions.
+        for &design in &designs {
             eprintln!(
-                "lease_cost: {n} shards × {w} workers (at {:.0} s)",
+                "lease_cost: {} — {n} shards × {w} workers (at {:.0} s)",
+                design.name(),
                 started.elapsed().as_secs_f64()
             );
             // A shared emulator may be restarted by someone else mid-case: measure again.
@@ -1228,7 +1367,7 @@ fn main() {
                 } else {
                     None
                 };
-                let case = runtime.block_on(run_case(&endpoint, n, w, lease, window, pid));
+                let case = runtime.block_on(run_case(&endpoint, design, n, w, lease, window, pid));
                 let restarted =
                     pid.is_some() && (case.window.ddb_cpu.is_none() || EmulatorGuard::pid() != pid);
                 if !restarted || attempt == 3 {
