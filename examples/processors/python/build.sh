@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the Python example processors into examples/processors/python/build/: filter.wasm
-# (app.py, world `processor`), http-sink.wasm (http_sink.py, world `http-processor`) and
-# redis-sink.wasm (redis_sink.py, world `processor`).
+# (app.py, world `processor`), http-sink.wasm (http_sink.py, world `http-processor`),
+# redis-sink.wasm (redis_sink.py, world `processor`) and json-count.wasm (json_count.py, world
+# `processor`; the end-to-end benchmark's Python guest).
 #
 # Idempotent and runnable from anywhere. On first use it creates a private virtualenv at
 # <repo>/target/toolchains/python and installs componentize-py into it from PyPI; later runs
@@ -18,6 +19,12 @@ tool="$venv/bin/componentize-py"
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+mkdir -p "$here/build"
+# One build at a time per checkout (the tests and a benchmark may both run this): the
+# stage directories and the virtualenv are shared.
+exec 9>"$here/build/.lock"
+flock 9
 
 # 1. Toolchain: componentize-py, pinned, in a virtualenv of our own (tried with the pip
 # that python3 -m venv brings on Python 3.11: pip 23.2.1; a binary wheel, no build step).
@@ -95,3 +102,4 @@ mkdir -p "$here/build"
 build_component filter app processor
 build_component http-sink http_sink http-processor
 build_component redis-sink redis_sink processor
+build_component json-count json_count processor
