@@ -845,14 +845,19 @@ mod tests {
         store.get(key).await.expect("get").expect("lease exists")
     }
 
+    /// `owner` takes `keys` directly in the store (a peer without a coordinator here).
+    async fn take_as(store: &MemoryLeaseStore, keys: &[&str], owner: &str) {
+        for key in keys {
+            store
+                .take(&get(store, key).await, owner)
+                .await
+                .unwrap_or_else(|e| panic!("{owner} takes {key}: {e}"));
+        }
+    }
+
     /// w1 holds both leases; w3 joins and asks w1 for `shardId-1`.
     async fn w3_asks_w1(store: &Arc<MemoryLeaseStore>) -> LeaseCoordinator {
-        for key in ["shardId-0", "shardId-1"] {
-            store
-                .take(&get(store, key).await, "w1")
-                .await
-                .expect("w1 takes");
-        }
+        take_as(store, &["shardId-0", "shardId-1"], "w1").await;
         let mut w3 = coordinator(store, "w3");
         let (summary, acquired) = w3.tick().await.expect("tick");
         assert!(acquired.is_empty(), "{summary:?}");
@@ -1126,12 +1131,7 @@ mod tests {
     /// among two workers is `2 T` (one idle scan per tick for the fleet). w2 renews its
     /// own leases by hand.
     async fn idle_w1_beside_w2(store: &Arc<MemoryLeaseStore>) -> LeaseCoordinator {
-        for key in ["shardId-2", "shardId-3"] {
-            store
-                .take(&get(store, key).await, "w2")
-                .await
-                .expect("w2 takes");
-        }
+        take_as(store, &["shardId-2", "shardId-3"], "w2").await;
         let mut settings = CoordinatorSettings::new("w1", LEASE);
         settings.idle_scans_per_tick = 1;
         let mut w1 = LeaseCoordinator::new(Arc::clone(store) as Arc<dyn LeaseStore>, settings);
@@ -1188,12 +1188,7 @@ mod tests {
             settings.tick().mul_f64(6.25)
         );
         let store = store_with(&["shardId-0", "shardId-1", "shardId-2", "shardId-3"]).await;
-        for key in ["shardId-2", "shardId-3"] {
-            store
-                .take(&get(&store, key).await, "w2")
-                .await
-                .expect("w2 takes");
-        }
+        take_as(&store, &["shardId-2", "shardId-3"], "w2").await;
         let mut w1 = coordinator(&store, "w1");
         w1.tick().await.expect("first tick");
         for _ in 0..3 {
