@@ -363,6 +363,10 @@ mod iam_policy {
         granted.sort();
         let mut called = called_operations(include_str!("source/kinesis.rs"), "kinesis");
         called.extend(called_operations(
+            include_str!("source/kinesis_http.rs"),
+            "kinesis",
+        ));
+        called.extend(called_operations(
             include_str!("source/fanout.rs"),
             "kinesis",
         ));

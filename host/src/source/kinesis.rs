@@ -36,7 +36,7 @@ impl KinesisSource {
             })
             .unwrap_or_default();
         Self {
-            client: Client::new(&config),
+            client: Client::from_conf(super::kinesis_http::client_config(&config)),
             stream_name: stream_name.map(str::to_string),
             stream_arn: stream_arn.map(str::to_string),
             display_name,
@@ -120,7 +120,7 @@ fn describe(s: &Shard) -> ShardDescription {
 }
 
 /// A record as the SDK returns it (GetRecords and SubscribeToShard alike).
-pub(super) fn source_record(r: aws_sdk_kinesis::types::Record) -> SourceRecord {
+pub(crate) fn source_record(r: aws_sdk_kinesis::types::Record) -> SourceRecord {
     SourceRecord {
         approximate_arrival_ms: r
             .approximate_arrival_timestamp
@@ -219,12 +219,7 @@ impl ShardSource for KinesisSource {
 
     async fn fetch(&self, iterator: &str, limit: usize) -> Result<Fetched, SourceError> {
         let limit = i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
-        let out = self
-            .client
-            .get_records()
-            .shard_iterator(iterator)
-            .limit(limit)
-            .send()
+        let (out, records) = super::kinesis_http::get_records(&self.client, iterator, limit)
             .await
             .map_err(|e| source_error("GetRecords", &e))?;
         let millis_behind_latest =
@@ -235,7 +230,6 @@ impl ShardSource for KinesisSource {
             .iter()
             .map(|c| c.shard_id().to_string())
             .collect();
-        let records = out.records.into_iter().map(source_record).collect();
         Ok(Fetched {
             records,
             next_iterator,
