@@ -18,7 +18,7 @@ if ! command -v cargo-fuzz >/dev/null; then
   cargo install --locked --quiet cargo-fuzz --version 0.13.2 --root "$tools"
 fi
 cd "$root/host"
-targets=(config kpl record_line)
+targets=(config kpl get_records_body record_line)
 echo "==> building fuzz targets (${targets[*]})"
 cargo +nightly fuzz build --fuzz-dir fuzz
 for target in "${targets[@]}"; do

@@ -13,6 +13,7 @@
 //! - [`source`]: where records come from: the `ShardSource` trait, Kinesis and local files.
 //! - [`lease`]: the `LeaseStore` trait (KCL 2.x schema), DynamoDB and SQLite.
 //! - [`kpl`]: KPL aggregate de-aggregation.
+//! - [`get_records_body`]: a GetRecords answer read as it streams in (records decoded once).
 //! - [`aws`]: SDK config and error classification shared by Kinesis and DynamoDB.
 //! - [`archive_format`]: the JSON-lines record format of `archive`, dead letters and replay.
 //! - [`replay`]: `shoal replay`, the offline edit-run loop for plugin authors.
@@ -23,7 +24,8 @@
 //! - [`ops`]: commands that inspect rather than consume (`shoal check`).
 //!
 //! Without the default `engine` feature only the parsers of outside input are built
-//! ([`config`], [`egress`], [`kpl`], [`archive_format`]): what the fuzz targets need.
+//! ([`config`], [`egress`], [`kpl`], [`archive_format`], [`get_records_body`]): what the
+//! fuzz targets need.
 
 pub mod archive_format;
 #[cfg(feature = "engine")]
@@ -34,6 +36,7 @@ pub mod consumer;
 #[cfg(feature = "engine")]
 pub mod delivery;
 pub mod egress;
+pub mod get_records_body;
 pub mod kpl;
 #[cfg(feature = "engine")]
 pub mod lease;

@@ -1,6 +1,6 @@
 //! The Kinesis client's HTTP layer: the SDK's default HTTPS client, except that the
 //! answer to a GetRecords call made through [`get_records`] is read as it streams in
-//! ([`super::get_records_body`]) straight into the source's records, which reach the caller
+//! ([`crate::get_records_body`]) straight into the source's records, which reach the caller
 //! through a slot the call carries. The SDK still signs, retries and times out the call and
 //! reads every other member of the answer; other operations, error answers and GetRecords
 //! calls made without a slot pass through untouched.
@@ -27,8 +27,8 @@ use aws_smithy_types::body::SdkBody;
 use http_body_util::BodyExt;
 
 use super::SourceRecord;
-use super::get_records_body::{GetRecordsBody, ParsedGetRecords};
 use super::kinesis::source_record;
+use crate::get_records_body::{AnswerRecord, GetRecordsBody, ParsedGetRecords};
 
 /// The `X-Amz-Target` of GetRecords.
 const GET_RECORDS_TARGET: &str = "Kinesis_20131202.GetRecords";
@@ -163,9 +163,22 @@ impl HttpConnector for StreamedConnector {
             response
                 .headers_mut()
                 .insert("content-length", rest_len.to_string());
-            slot.put(Some(parsed.records));
+            slot.put(Some(
+                parsed.records.into_iter().map(source_record_of).collect(),
+            ));
             Ok(response)
         })
+    }
+}
+
+/// A streamed record as the source hands it on (no explicit hash key: GetRecords has none).
+pub(crate) fn source_record_of(record: AnswerRecord) -> SourceRecord {
+    SourceRecord {
+        sequence_number: record.sequence_number,
+        partition_key: record.partition_key,
+        approximate_arrival_ms: record.approximate_arrival_ms,
+        explicit_hash_key: None,
+        data: record.data,
     }
 }
 
@@ -294,7 +307,7 @@ mod tests {
 
     use super::get_records;
     use super::test_support::{Canned, client};
-    use crate::source::get_records_body::tests::varied_answer;
+    use crate::get_records_body::tests::varied_answer;
 
     #[tokio::test]
     async fn streamed_records_equal_the_sdk_reading() {

@@ -3,7 +3,6 @@
 //! and `ShardSubscriber` for records the service pushes (Kinesis enhanced fan-out).
 
 pub mod fanout;
-pub mod get_records_body;
 pub mod kinesis;
 pub mod kinesis_http;
 pub mod local;

@@ -1,16 +1,26 @@
-//! A GetRecords answer (awsJson 1.1) parsed as its bytes arrive, into the source's own
-//! records: each record's base64 `Data` is decoded straight from the body into the record's
-//! buffer, so neither the whole body nor a string copy of every payload is ever held, and
-//! the payload is not copied again on its way to the guest; the answer's other members
+//! A Kinesis GetRecords answer (awsJson 1.1) parsed as its bytes arrive: each record's
+//! base64 `Data` is decoded straight from the body into the record's buffer, so neither the
+//! whole body nor a string copy of every payload is ever held; the answer's other members
 //! (`NextShardIterator`, `MillisBehindLatest`, `ChildShards`, anything new) are kept
-//! verbatim as a small JSON object for the SDK's own deserializer.
+//! verbatim as a small JSON object for the AWS SDK's own deserializer.
 //!
 //! Parsing restarts at the last complete value when a chunk ends inside one, so a record
 //! split across chunks is read again once (records are kilobytes, chunks tens of them).
+//! Network bytes are outside input: any of them give records or an error, never a panic
+//! (fuzzed in `host/fuzz`, which builds this module without the engine).
 
-use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
-
-use super::SourceRecord;
+/// One record of an answer, as the source hands it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerRecord {
+    /// Sequence number (empty if the answer had none, as the SDK reads it).
+    pub sequence_number: String,
+    /// Partition key (empty if absent or null).
+    pub partition_key: String,
+    /// `ApproximateArrivalTimestamp` in ms since the epoch (0 if absent or out of range).
+    pub approximate_arrival_ms: i64,
+    /// The decoded payload.
+    pub data: Vec<u8>,
+}
 
 /// Why a body cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +69,7 @@ pub struct GetRecordsBody {
     /// Bytes consumed before `pending[0]` (for error offsets).
     consumed: usize,
     phase: Phase,
-    records: Vec<SourceRecord>,
+    records: Vec<AnswerRecord>,
     /// The answer without its records: `{` + the other members.
     rest: Vec<u8>,
     /// Members written to `rest` so far.
@@ -70,7 +80,7 @@ pub struct GetRecordsBody {
 #[derive(Debug)]
 pub struct ParsedGetRecords {
     /// The records, in order.
-    pub records: Vec<SourceRecord>,
+    pub records: Vec<AnswerRecord>,
     /// The answer with `"Records":[]`, everything else as it came.
     pub rest: Vec<u8>,
 }
@@ -379,43 +389,63 @@ fn null_at(buf: &[u8], at: usize) -> Step<Option<usize>> {
     }
 }
 
-/// An epoch-seconds timestamp (a number, as awsJson writes it, or a string).
-fn read_timestamp(buf: &[u8], at: usize) -> Step<(DateTime, usize)> {
-    if buf.get(at) == Some(&b'"') {
-        let (text, end) = read_string(buf, at)?;
-        let time = DateTime::from_str(&text, DateTimeFormat::EpochSeconds)
-            .or_else(|_| DateTime::from_str(&text, DateTimeFormat::DateTimeWithOffset))
-            .or_else(|e| invalid(at, format!("bad timestamp {text:?}: {e}")))?;
-        return Ok((time, end));
-    }
-    let end = scalar_end(buf, at)?;
-    let text = std::str::from_utf8(&buf[at..end]).or_else(|_| invalid(at, "bad number"))?;
-    let time = if text.contains(['.', 'e', 'E']) {
-        let seconds: f64 = text
-            .parse()
-            .or_else(|_| invalid(at, format!("bad timestamp {text}")))?;
-        if !seconds.is_finite() || !(i64::MIN as f64..i64::MAX as f64).contains(&seconds) {
-            return invalid(at, format!("timestamp out of range: {text}"));
-        }
-        DateTime::from_secs_f64(seconds)
+/// An epoch-seconds timestamp (a number, as awsJson writes it, or a number in a string) in
+/// ms since the epoch, rounded as the SDK's `DateTime::to_millis` rounds (0 if out of range).
+fn read_timestamp_ms(buf: &[u8], at: usize) -> Step<(i64, usize)> {
+    let (text, end) = if buf.get(at) == Some(&b'"') {
+        read_string(buf, at)?
     } else {
-        let seconds: i64 = text
-            .parse()
-            .or_else(|_| invalid(at, format!("bad timestamp {text}")))?;
-        DateTime::from_secs(seconds)
+        let end = scalar_end(buf, at)?;
+        let text = std::str::from_utf8(&buf[at..end]).or_else(|_| invalid(at, "bad number"))?;
+        (text.to_owned(), end)
     };
-    Ok((time, end))
+    let bad = || invalid(at, format!("bad epoch-seconds timestamp {text:?}"));
+    let (seconds, nanos) = if text.contains(['.', 'e', 'E']) {
+        let Ok(value) = text.parse::<f64>() else {
+            return bad();
+        };
+        if !value.is_finite() || !(i64::MIN as f64..i64::MAX as f64).contains(&value) {
+            return bad();
+        }
+        let whole = value.floor();
+        // As `DateTime::from_fractional_secs`: a fraction that rounds to a whole second
+        // rolls over.
+        let nanos = ((value - whole) * 1_000_000_000_f64) as u32;
+        if nanos >= 1_000_000_000 {
+            (whole as i64 + 1, 0)
+        } else {
+            (whole as i64, nanos)
+        }
+    } else {
+        let Ok(seconds) = text.parse::<i64>() else {
+            return bad();
+        };
+        (seconds, 0)
+    };
+    Ok((epoch_millis(seconds, nanos).unwrap_or(0), end))
+}
+
+/// Seconds and sub-second nanos as epoch ms, as `DateTime::to_millis` computes them.
+fn epoch_millis(seconds: i64, nanos: u32) -> Option<i64> {
+    let sub_millis = i64::from(nanos / 1_000_000);
+    if seconds < 0 {
+        seconds
+            .checked_add(1)?
+            .checked_mul(1000)?
+            .checked_sub(1000 - sub_millis)
+    } else {
+        seconds.checked_mul(1000)?.checked_add(sub_millis)
+    }
 }
 
 /// One record object starting at `at`, and the offset after it. As the SDK's reading does,
 /// a record without a sequence number, data or partition key gets them empty, and one
 /// without an arrival time gets 0.
-fn parse_record(buf: &[u8], at: usize) -> Step<(SourceRecord, usize)> {
-    let mut record = SourceRecord {
+fn parse_record(buf: &[u8], at: usize) -> Step<(AnswerRecord, usize)> {
+    let mut record = AnswerRecord {
         sequence_number: String::new(),
         partition_key: String::new(),
         approximate_arrival_ms: 0,
-        explicit_hash_key: None,
         data: Vec::new(),
     };
     let mut i = at + 1;
@@ -457,8 +487,8 @@ fn parse_record(buf: &[u8], at: usize) -> Step<(SourceRecord, usize)> {
                 end
             }
             b"ApproximateArrivalTimestamp" => {
-                let (time, end) = read_timestamp(buf, value)?;
-                record.approximate_arrival_ms = time.to_millis().unwrap_or(0);
+                let (ms, end) = read_timestamp_ms(buf, value)?;
+                record.approximate_arrival_ms = ms;
                 end
             }
             // `EncryptionType` and anything new: not part of a source record.
@@ -467,9 +497,10 @@ fn parse_record(buf: &[u8], at: usize) -> Step<(SourceRecord, usize)> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "engine"))]
 pub(crate) mod tests {
     use super::*;
+    use crate::source::SourceRecord;
     use crate::source::kinesis_http::test_support::sdk_reading;
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
@@ -483,6 +514,16 @@ pub(crate) mod tests {
             .iter()
             .cloned()
             .map(crate::source::kinesis::source_record)
+            .collect()
+    }
+
+    /// The parsed records as the source hands them on.
+    fn parsed_as_source(parsed: &ParsedGetRecords) -> Vec<SourceRecord> {
+        parsed
+            .records
+            .iter()
+            .cloned()
+            .map(crate::source::kinesis_http::source_record_of)
             .collect()
     }
 
@@ -556,7 +597,7 @@ pub(crate) mod tests {
                 let parsed = parse_in_chunks(&body, chunk)
                     .unwrap_or_else(|e| panic!("chunks of {chunk}: {e}"));
                 assert_eq!(
-                    parsed.records,
+                    parsed_as_source(&parsed),
                     as_source(&oracle),
                     "records, chunks of {chunk}"
                 );
@@ -580,7 +621,7 @@ pub(crate) mod tests {
         ] {
             let parsed = parse_in_chunks(body, 1).expect("parse");
             let oracle = sdk_reading(body).await.expect("oracle");
-            assert_eq!(parsed.records, as_source(&oracle));
+            assert_eq!(parsed_as_source(&parsed), as_source(&oracle));
             let rest = sdk_reading(&parsed.rest).await.expect("rest");
             assert_eq!(rest.next_shard_iterator, oracle.next_shard_iterator);
         }
@@ -595,6 +636,46 @@ pub(crate) mod tests {
                 "a body cut at byte {end} of {} was accepted",
                 body.len()
             );
+        }
+    }
+
+    /// Whatever bytes arrive, in whatever chunks, the reader answers (records or an error)
+    /// and never panics: a mangled answer must cost one failed call, not the shard.
+    #[test]
+    fn mangled_answers_never_panic_the_reader() {
+        let body = varied_answer(false, 300);
+        let mut rng = fastrand::Rng::with_seed(0x5ea1);
+        let bytes = b"{}[]\":,\\ nu0123456789.eE-+AQ=/x";
+        for _ in 0..3000 {
+            let mut mangled = body.clone();
+            for _ in 0..rng.usize(1..6) {
+                let at = rng.usize(..mangled.len());
+                match rng.u8(..3) {
+                    0 => mangled[at] = bytes[rng.usize(..bytes.len())],
+                    1 => mangled.insert(at, bytes[rng.usize(..bytes.len())]),
+                    _ => {
+                        mangled.remove(at);
+                    }
+                }
+            }
+            if rng.bool() {
+                mangled.truncate(rng.usize(..=mangled.len()));
+            }
+            let mut reader = GetRecordsBody::new();
+            let mut rest = &mangled[..];
+            let fed = loop {
+                if rest.is_empty() {
+                    break Ok(());
+                }
+                let take = rng.usize(1..=rest.len().min(5000));
+                if let Err(e) = reader.feed(&rest[..take]) {
+                    break Err(e);
+                }
+                rest = &rest[take..];
+            };
+            if fed.is_ok() {
+                let _ = reader.finish();
+            }
         }
     }
 
