@@ -211,7 +211,6 @@ async fn read_as_it_arrives(mut body: SdkBody) -> Result<ParsedGetRecords, Conne
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::collections::VecDeque;
-    use std::convert::Infallible;
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
@@ -231,42 +230,76 @@ pub(crate) mod test_support {
         pub chunk: usize,
     }
 
-    /// A body that yields its chunks one by one.
-    struct Chunks(VecDeque<Bytes>);
+    /// A body that yields its chunks one by one (an `Err` as a connection broken midway).
+    struct Chunks(VecDeque<Result<Bytes, std::io::Error>>);
 
     impl http_body::Body for Chunks {
         type Data = Bytes;
-        type Error = Infallible;
+        type Error = std::io::Error;
 
         fn poll_frame(
             mut self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|c| c.map(Frame::data)))
         }
+    }
+
+    /// An answer of `status` whose body is `chunks`.
+    fn answer(status: u16, chunks: VecDeque<Result<Bytes, std::io::Error>>) -> HttpConnectorFuture {
+        let mut response = HttpResponse::new(
+            StatusCode::try_from(status).expect("status"),
+            SdkBody::from_body_1_x(Chunks(chunks)),
+        );
+        response
+            .headers_mut()
+            .insert("content-type", "application/x-amz-json-1.1");
+        HttpConnectorFuture::ready(Ok(response))
+    }
+
+    fn chunked(body: &[u8], chunk: usize) -> VecDeque<Result<Bytes, std::io::Error>> {
+        body.chunks(chunk.max(1))
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect()
     }
 
     impl HttpConnector for Canned {
         fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
-            let chunks = self
-                .body
-                .chunks(self.chunk.max(1))
-                .map(Bytes::copy_from_slice)
-                .collect();
-            let mut response = HttpResponse::new(
-                StatusCode::try_from(self.status).expect("status"),
-                SdkBody::from_body_1_x(Chunks(chunks)),
-            );
-            response
-                .headers_mut()
-                .insert("content-type", "application/x-amz-json-1.1");
-            HttpConnectorFuture::ready(Ok(response))
+            answer(self.status, chunked(&self.body, self.chunk))
+        }
+    }
+
+    /// The first call's body breaks after half of `body`; every later call gets all of it.
+    #[derive(Debug, Clone)]
+    pub struct BrokenOnce {
+        pub body: Vec<u8>,
+        pub calls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl HttpConnector for BrokenOnce {
+        fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+            let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if call == 0 {
+                let mut chunks = chunked(&self.body[..self.body.len() / 2], 100);
+                chunks.push_back(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset midway",
+                )));
+                answer(200, chunks)
+            } else {
+                answer(200, chunked(&self.body, 100))
+            }
         }
     }
 
     /// A client answering every call with `canned`; `streamed` installs this module's layer.
     pub fn client(canned: Canned, streamed: bool) -> Client {
-        let http = http_client_fn(move |_, _| SharedHttpConnector::new(canned.clone()));
+        client_over(canned, streamed)
+    }
+
+    /// A client over `connector`; `streamed` installs this module's layer.
+    pub fn client_over(connector: impl HttpConnector + Clone + 'static, streamed: bool) -> Client {
+        let http = http_client_fn(move |_, _| SharedHttpConnector::new(connector.clone()));
         let builder = aws_sdk_kinesis::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
@@ -306,7 +339,7 @@ mod tests {
     use aws_sdk_kinesis::error::ProvideErrorMetadata;
 
     use super::get_records;
-    use super::test_support::{Canned, client};
+    use super::test_support::{BrokenOnce, Canned, client, client_over};
     use crate::get_records_body::tests::varied_answer;
 
     #[tokio::test]
@@ -334,6 +367,34 @@ mod tests {
             assert_eq!(streamed.millis_behind_latest, plain.millis_behind_latest);
             assert_eq!(streamed.child_shards, plain.child_shards);
         }
+    }
+
+    /// A connection broken in the middle of an answer fails that attempt only: the SDK
+    /// retries, and the records are the retry's, once.
+    #[tokio::test]
+    async fn a_body_broken_midway_is_retried_and_only_the_retry_counts() {
+        let body = varied_answer(false, 3000);
+        let broken = BrokenOnce {
+            body: body.clone(),
+            calls: Default::default(),
+        };
+        let (_, records) = get_records(&client_over(broken.clone(), true), "it", 100)
+            .await
+            .expect("the retry succeeds");
+        assert_eq!(
+            broken.calls.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one broken attempt, one retry"
+        );
+        let whole = Canned {
+            status: 200,
+            body,
+            chunk: 100,
+        };
+        let (_, expected) = get_records(&client(whole, false), "it", 100)
+            .await
+            .expect("the SDK's reading");
+        assert_eq!(records, expected);
     }
 
     /// A GetRecords call made without [`get_records`] (no slot) is the SDK's own.
