@@ -37,6 +37,8 @@ mod harness;
 #[allow(dead_code)]
 #[path = "support/proc_stats.rs"]
 mod proc_stats;
+#[path = "support/report.rs"]
+mod report;
 #[allow(dead_code)]
 #[path = "e2e/tree.rs"]
 mod tree;
@@ -336,27 +338,6 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!(
-        "{cores} cores ({cpu}); load average at the end {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-}
-
 fn main() {
     let records = env_usize("SHOAL_HOST_PATH_RECORDS", 100_000);
     let shards = env_usize("SHOAL_HOST_PATH_SHARDS", 2);
@@ -402,10 +383,15 @@ fn report(
             .map(|b| format!("SHOAL_HOST_PATH_BASELINE={b} "))
             .unwrap_or_default()
     );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "- **Date / machine:** {}; {}",
-        chrono_free_date(),
-        machine()
+        "- **Date / machine:** {}; {}; load average at the end {}",
+        report::today(),
+        report::machine(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "- **Setup:** kinesalite, {shards} shards filled with {records} records in {:.1} s; \
@@ -470,15 +456,4 @@ fn report(
             mib(run.hwm)
         );
     }
-}
-
-/// Today's date (UTC) from `date`, without a date crate.
-fn chrono_free_date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }

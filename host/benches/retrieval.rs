@@ -58,6 +58,8 @@ mod harness;
 #[allow(dead_code)]
 #[path = "support/proc_stats.rs"]
 mod proc_stats;
+#[path = "support/report.rs"]
+mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -68,6 +70,7 @@ use harness::{
     BatchLine, EmulatorGuard, Mode, Produced, Shoal, Target, clean_up, median, parse_record,
     percentile, prefill, produce_steady,
 };
+use report::{machine, today};
 
 const MODES: [Mode; 3] = [Mode::Serial, Mode::Prefetch, Mode::FanOut];
 /// Records put (and waited for) before the latency is measured.
@@ -553,31 +556,6 @@ fn log_latency(mode: Mode, rate: u64, run: &Result<Latency, String>) {
     }
 }
 
-fn machine() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(String::new(), |kb| format!(", {} GiB", kb >> 20));
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores ({model}){memory}")
-}
-
 fn command() -> String {
     let mut vars: Vec<String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("SHOAL_RETRIEVAL_"))
@@ -586,15 +564,6 @@ fn command() -> String {
     vars.sort();
     vars.push("cargo bench -p shoal --bench retrieval".into());
     vars.join(" ")
-}
-
-fn today() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 fn report(

@@ -170,11 +170,6 @@ impl GetRecordsBody {
         })
     }
 
-    /// Records read so far.
-    pub fn records_read(&self) -> usize {
-        self.records.len()
-    }
-
     /// One step from `at`: the offset after what it consumed, `None` when nothing is left
     /// to do in this chunk.
     fn step(&mut self, buf: &[u8], at: usize) -> Step<Option<usize>> {
@@ -392,12 +387,14 @@ fn null_at(buf: &[u8], at: usize) -> Step<Option<usize>> {
 /// An epoch-seconds timestamp (a number, as awsJson writes it, or a number in a string) in
 /// ms since the epoch, rounded as the SDK's `DateTime::to_millis` rounds (0 if out of range).
 fn read_timestamp_ms(buf: &[u8], at: usize) -> Step<(i64, usize)> {
-    let (text, end) = if buf.get(at) == Some(&b'"') {
-        read_string(buf, at)?
+    // Borrowed from the body (no allocation per record) unless it is a string.
+    let (text, end): (std::borrow::Cow<'_, str>, usize) = if buf.get(at) == Some(&b'"') {
+        let (text, end) = read_string(buf, at)?;
+        (text.into(), end)
     } else {
         let end = scalar_end(buf, at)?;
         let text = std::str::from_utf8(&buf[at..end]).or_else(|_| invalid(at, "bad number"))?;
-        (text.to_owned(), end)
+        (text.into(), end)
     };
     let bad = || invalid(at, format!("bad epoch-seconds timestamp {text:?}"));
     let (seconds, nanos) = if text.contains(['.', 'e', 'E']) {
