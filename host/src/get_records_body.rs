@@ -9,18 +9,7 @@
 //! Network bytes are outside input: any of them give records or an error, never a panic
 //! (fuzzed in `host/fuzz`, which builds this module without the engine).
 
-/// One record of an answer, as the source hands it on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnswerRecord {
-    /// Sequence number (empty if the answer had none, as the SDK reads it).
-    pub sequence_number: String,
-    /// Partition key (empty if absent or null).
-    pub partition_key: String,
-    /// `ApproximateArrivalTimestamp` in ms since the epoch (0 if absent or out of range).
-    pub approximate_arrival_ms: i64,
-    /// The decoded payload.
-    pub data: Vec<u8>,
-}
+pub use crate::source_record::SourceRecord;
 
 /// Why a body cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,7 +58,7 @@ pub struct GetRecordsBody {
     /// Bytes consumed before `pending[0]` (for error offsets).
     consumed: usize,
     phase: Phase,
-    records: Vec<AnswerRecord>,
+    records: Vec<SourceRecord>,
     /// The answer without its records: `{` + the other members.
     rest: Vec<u8>,
     /// Members written to `rest` so far.
@@ -80,7 +69,7 @@ pub struct GetRecordsBody {
 #[derive(Debug)]
 pub struct ParsedGetRecords {
     /// The records, in order.
-    pub records: Vec<AnswerRecord>,
+    pub records: Vec<SourceRecord>,
     /// The answer with `"Records":[]`, everything else as it came.
     pub rest: Vec<u8>,
 }
@@ -94,11 +83,17 @@ impl Default for GetRecordsBody {
 impl GetRecordsBody {
     /// A reader at the start of a body.
     pub fn new() -> Self {
+        Self::expecting(0)
+    }
+
+    /// A reader with room for `records` records from the start (a hint: more still fit),
+    /// so a full answer's record list is allocated once instead of grown by doubling.
+    pub fn expecting(records: usize) -> Self {
         Self {
             pending: Vec::new(),
             consumed: 0,
             phase: Phase::Start,
-            records: Vec::new(),
+            records: Vec::with_capacity(records),
             rest: b"{".to_vec(),
             rest_members: 0,
         }
@@ -438,11 +433,13 @@ fn epoch_millis(seconds: i64, nanos: u32) -> Option<i64> {
 /// One record object starting at `at`, and the offset after it. As the SDK's reading does,
 /// a record without a sequence number, data or partition key gets them empty, and one
 /// without an arrival time gets 0.
-fn parse_record(buf: &[u8], at: usize) -> Step<(AnswerRecord, usize)> {
-    let mut record = AnswerRecord {
+fn parse_record(buf: &[u8], at: usize) -> Step<(SourceRecord, usize)> {
+    let mut record = SourceRecord {
         sequence_number: String::new(),
         partition_key: String::new(),
         approximate_arrival_ms: 0,
+        // A GetRecords answer carries no explicit hash key.
+        explicit_hash_key: None,
         data: Vec::new(),
     };
     let mut i = at + 1;
@@ -497,7 +494,6 @@ fn parse_record(buf: &[u8], at: usize) -> Step<(AnswerRecord, usize)> {
 #[cfg(all(test, feature = "engine"))]
 pub(crate) mod tests {
     use super::*;
-    use crate::source::SourceRecord;
     use crate::source::kinesis_http::test_support::sdk_reading;
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
@@ -514,14 +510,9 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// The parsed records as the source hands them on.
+    /// The parsed records.
     fn parsed_as_source(parsed: &ParsedGetRecords) -> Vec<SourceRecord> {
-        parsed
-            .records
-            .iter()
-            .cloned()
-            .map(crate::source::kinesis_http::source_record_of)
-            .collect()
+        parsed.records.clone()
     }
 
     fn parse_in_chunks(body: &[u8], chunk: usize) -> Result<ParsedGetRecords, BodyError> {

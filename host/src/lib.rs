@@ -52,6 +52,7 @@ pub mod retrieval;
 pub mod shard_sync;
 #[cfg(feature = "engine")]
 pub mod source;
+pub mod source_record;
 #[cfg(feature = "engine")]
 pub mod telemetry;
 #[cfg(feature = "engine")]

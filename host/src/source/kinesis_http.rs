@@ -28,7 +28,7 @@ use http_body_util::BodyExt;
 
 use super::SourceRecord;
 use super::kinesis::source_record;
-use crate::get_records_body::{AnswerRecord, GetRecordsBody, ParsedGetRecords};
+use crate::get_records_body::{GetRecordsBody, ParsedGetRecords};
 
 /// The `X-Amz-Target` of GetRecords.
 const GET_RECORDS_TARGET: &str = "Kinesis_20131202.GetRecords";
@@ -50,7 +50,7 @@ pub async fn get_records(
     iterator: &str,
     limit: i32,
 ) -> Result<(GetRecordsOutput, Vec<SourceRecord>), SdkError<GetRecordsError>> {
-    let slot = RecordsSlot::default();
+    let slot = RecordsSlot::for_limit(limit);
     let carried = slot.clone();
     let mut output = client
         .get_records()
@@ -89,15 +89,35 @@ fn default_https_client() -> SharedHttpClient {
     })
 }
 
+/// The fewest bytes one record takes in an answer's JSON: its 56-digit sequence number
+/// and the four member names alone are more. Only sizes the record list up front.
+const MIN_RECORD_JSON_BYTES: usize = 100;
+
 /// Where the connector leaves one call's streamed records (a request extension must be
 /// `Clone`). Emptied at the start of every attempt, so it only ever holds the records of
 /// the attempt whose answer the SDK read last.
-#[derive(Debug, Clone, Default)]
-struct RecordsSlot(Arc<Mutex<Option<Vec<SourceRecord>>>>);
+#[derive(Debug, Clone)]
+struct RecordsSlot {
+    records: Arc<Mutex<Option<Vec<SourceRecord>>>>,
+    /// The call's `Limit`: no answer holds more records.
+    limit: usize,
+}
 
 impl RecordsSlot {
+    fn for_limit(limit: i32) -> Self {
+        Self {
+            records: Arc::default(),
+            limit: usize::try_from(limit).unwrap_or(0),
+        }
+    }
+
+    /// How many records an answer of `content_length` bytes can hold, at most.
+    fn room_for(&self, content_length: Option<usize>) -> usize {
+        content_length.map_or(0, |bytes| (bytes / MIN_RECORD_JSON_BYTES).min(self.limit))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<SourceRecord>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn put(&self, records: Option<Vec<SourceRecord>>) {
@@ -157,28 +177,20 @@ impl HttpConnector for StreamedConnector {
             if response.status().as_u16() != 200 || !is_json(&response) {
                 return Ok(response);
             }
-            let parsed = read_as_it_arrives(response.take_body()).await?;
+            let content_length = response
+                .headers()
+                .get("content-length")
+                .and_then(|n| n.parse::<usize>().ok());
+            let expected = slot.room_for(content_length);
+            let parsed = read_as_it_arrives(response.take_body(), expected).await?;
             let rest_len = parsed.rest.len();
             *response.body_mut() = SdkBody::from(parsed.rest);
             response
                 .headers_mut()
                 .insert("content-length", rest_len.to_string());
-            slot.put(Some(
-                parsed.records.into_iter().map(source_record_of).collect(),
-            ));
+            slot.put(Some(parsed.records));
             Ok(response)
         })
-    }
-}
-
-/// A streamed record as the source hands it on (no explicit hash key: GetRecords has none).
-pub(crate) fn source_record_of(record: AnswerRecord) -> SourceRecord {
-    SourceRecord {
-        sequence_number: record.sequence_number,
-        partition_key: record.partition_key,
-        approximate_arrival_ms: record.approximate_arrival_ms,
-        explicit_hash_key: None,
-        data: record.data,
     }
 }
 
@@ -191,8 +203,11 @@ fn is_json(response: &HttpResponse) -> bool {
 }
 
 /// Read `body` chunk by chunk into records and the rest of the answer.
-async fn read_as_it_arrives(mut body: SdkBody) -> Result<ParsedGetRecords, ConnectorError> {
-    let mut reader = GetRecordsBody::new();
+async fn read_as_it_arrives(
+    mut body: SdkBody,
+    expected_records: usize,
+) -> Result<ParsedGetRecords, ConnectorError> {
+    let mut reader = GetRecordsBody::expecting(expected_records);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(ConnectorError::io)?;
         if let Ok(data) = frame.into_data() {
