@@ -262,6 +262,7 @@ fn guest_instance(engine: &PluginEngine, wasm: &Path, server: SocketAddr) -> Pro
         limits: LimitSettings {
             memory_bytes: 256 << 20,
             deadline: Duration::from_secs(60),
+            recycle_above_bytes: None,
         },
     };
     let plugin = Arc::new(engine.load_file(wasm, 1).expect("load http_sink.wasm"));

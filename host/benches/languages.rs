@@ -52,6 +52,7 @@ fn config() -> InstanceConfig {
         limits: LimitSettings {
             memory_bytes: 512 << 20,
             deadline: Duration::from_secs(120),
+            recycle_above_bytes: None,
         },
     }
 }

@@ -53,6 +53,7 @@ fn config() -> InstanceConfig {
         limits: LimitSettings {
             memory_bytes: 256 << 20,
             deadline: Duration::from_secs(60),
+            recycle_above_bytes: None,
         },
     }
 }

@@ -32,6 +32,7 @@ fn the_memory_cap_holds_and_names_the_limit() {
             LimitSettings {
                 memory_bytes: cap,
                 deadline: Duration::from_secs(5),
+                recycle_above_bytes: None,
             },
         );
         match instance.process(&batch(1, &["misbehave:oom"])) {
@@ -66,6 +67,7 @@ fn the_deadline_stops_a_spinning_guest_and_is_rearmed_per_call() {
         LimitSettings {
             memory_bytes: 32 << 20,
             deadline,
+            recycle_above_bytes: None,
         },
     );
     // Three calls of ~150 ms each: each fits its own deadline, though together they do not.
@@ -276,4 +278,114 @@ fn files_that_are_not_processor_components_are_rejected_with_the_reason() {
         engine.load_file(&missing, 1),
         Err(PluginLoadError::Read { .. })
     ));
+}
+
+/// A shard processor running `misbehave` (logging its lifecycle) with `recycle_above`.
+fn recycling_shard(
+    engine: &shoal::plugin::PluginEngine,
+    shard: &str,
+    recycle_above: Option<usize>,
+) -> shoal::delivery::ShardProcessor {
+    let limits = LimitSettings {
+        recycle_above_bytes: recycle_above,
+        ..test_limits()
+    };
+    processor(
+        engine,
+        load(engine, "misbehave"),
+        instance_config(shard, SandboxSettings::default(), limits),
+        &[("log_lifecycle".into(), "yes".into())],
+        fast_failure(1),
+        shoal::delivery::OnPoison::Block,
+    )
+}
+
+fn serial_of(report: &shoal::delivery::BatchReport) -> u64 {
+    assert!(
+        matches!(
+            report.disposition,
+            shoal::delivery::Disposition::Processed(_)
+        ),
+        "{:?}",
+        report.disposition
+    );
+    report.instance_serial.expect("processed on an instance")
+}
+
+/// WebAssembly memories never shrink: with `recycle_above`, an instance that a batch grew
+/// past it is shut down (`requested`) after that batch and the next batch gets a fresh
+/// one; an instance that did not grow keeps serving, and so does any instance without the
+/// setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_grown_past_recycle_above_is_replaced_after_the_batch() {
+    crate::guest_log::install();
+    let engine = engine();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let shard_id = "shardId-recycle";
+    let mut shard = recycling_shard(&engine, shard_id, Some(8 << 20));
+
+    let small = shard
+        .process(batch(1, &["a", "b"]), &cancel)
+        .await
+        .expect("not cancelled");
+    assert_eq!(shard.recycle_if_grown().await, None, "no growth: kept");
+    let grown = shard
+        .process(batch(10, &["misbehave:grow:12", "c"]), &cancel)
+        .await
+        .expect("not cancelled");
+    assert_eq!(
+        serial_of(&small),
+        serial_of(&grown),
+        "the same instance until now"
+    );
+    let held = shard
+        .recycle_if_grown()
+        .await
+        .expect("grown past 8 MiB: recycled");
+    assert!(held > 12 << 20, "it held the 12 MiB it grew by: {held}");
+    assert_eq!(
+        shard.instances_built(),
+        1,
+        "the fresh instance waits for a batch"
+    );
+    let after = shard
+        .process(batch(20, &["d"]), &cancel)
+        .await
+        .expect("not cancelled");
+    assert_ne!(serial_of(&after), serial_of(&grown), "a fresh instance");
+    assert_eq!(shard.instances_built(), 2);
+    assert_eq!(
+        shard.recycle_if_grown().await,
+        None,
+        "the fresh one is small"
+    );
+    let lifecycle: Vec<String> = crate::guest_log::of(shard_id)
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
+    assert_eq!(lifecycle.len(), 3, "{lifecycle:?}");
+    assert_eq!(lifecycle[0], "initialize");
+    assert!(
+        lifecycle[1].starts_with("shutdown(") && lifecycle[1].contains("Requested"),
+        "{lifecycle:?}"
+    );
+    assert_eq!(lifecycle[2], "initialize");
+
+    // Without the setting, the grown instance keeps its memory and serves on.
+    let mut kept = recycling_shard(&engine, "shardId-recycle-off", None);
+    kept.process(batch(1, &["misbehave:grow:12"]), &cancel)
+        .await
+        .expect("not cancelled");
+    assert_eq!(kept.recycle_if_grown().await, None);
+    // A threshold below what a fresh instance starts with recycles nothing that batches
+    // did not add: the instance did not grow, so it is kept.
+    let mut low = recycling_shard(&engine, "shardId-recycle-low", Some(1 << 20));
+    low.process(batch(1, &["e"]), &cancel)
+        .await
+        .expect("not cancelled");
+    assert_eq!(low.recycle_if_grown().await, None);
+    low.process(batch(2, &["misbehave:grow:4"]), &cancel)
+        .await
+        .expect("not cancelled");
+    assert!(low.recycle_if_grown().await.is_some(), "grew: recycled");
 }

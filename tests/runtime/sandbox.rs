@@ -21,6 +21,7 @@ const PROBE_SHARD: &str = "shardId-sandbox";
 fn probe_limits() -> LimitSettings {
     LimitSettings {
         deadline: Duration::from_secs(10),
+        recycle_above_bytes: None,
         ..test_limits()
     }
 }

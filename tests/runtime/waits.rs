@@ -106,6 +106,7 @@ async fn lose_the_lease_during(shard_id: &str, marker: &str) -> Duration {
     let dead = tempfile::tempdir().expect("tempdir");
     let limits = LimitSettings {
         deadline: Duration::from_secs(120),
+        recycle_above_bytes: None,
         ..test_limits()
     };
     let mut shard = processor(

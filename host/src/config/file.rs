@@ -212,6 +212,8 @@ pub struct LimitsFile {
     /// Longest a single guest call may run, e.g. "10s".
     #[serde(default, with = "humantime_serde::option")]
     pub deadline: Option<Duration>,
+    /// Replace an instance whose memory grew above this after a batch, e.g. "64MiB".
+    pub recycle_above: Option<Spanned<toml::Value>>,
 }
 
 /// `[plugin.failure]`

@@ -818,6 +818,27 @@ impl Validator<'_> {
             }
             limits.deadline = deadline;
         }
+        if let Some(recycle) = &p.recycle_above {
+            let bytes = self.byte_size(recycle, "plugin.limits.recycle_above")? as u64;
+            if bytes < 1 << 20 {
+                return Err(self.error(
+                    Some(recycle.span()),
+                    "plugin.limits.recycle_above",
+                    format!("{bytes} bytes is below 1MiB, less than any component starts with"),
+                ));
+            }
+            if bytes >= limits.memory_bytes as u64 {
+                return Err(self.error(
+                    Some(recycle.span()),
+                    "plugin.limits.recycle_above",
+                    format!(
+                        "{bytes} bytes is not below plugin.limits.memory ({} bytes): no instance could ever grow past it",
+                        limits.memory_bytes
+                    ),
+                ));
+            }
+            limits.recycle_above_bytes = Some(usize::try_from(bytes).unwrap_or(usize::MAX));
+        }
         Ok(())
     }
 
@@ -1063,6 +1084,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("missing [leases]"), "{err}");
+    }
+
+    #[test]
+    fn recycle_above_lies_between_1mib_and_the_memory_cap() {
+        let limits = |extra: &str| {
+            parse_str(&format!(
+                "[plugin]\npath = \"x.wasm\"\n[plugin.limits]\nmemory = \"64MiB\"\n{extra}"
+            ))
+        };
+        let unset = limits("").expect("valid");
+        assert_eq!(
+            unset.plugin.expect("plugin").limits.recycle_above_bytes,
+            None
+        );
+        let set = limits("recycle_above = \"32MiB\"\n").expect("valid");
+        assert_eq!(
+            set.plugin.expect("plugin").limits.recycle_above_bytes,
+            Some(32 << 20)
+        );
+        for (value, reason) in [
+            (
+                "\"64MiB\"",
+                "not below plugin.limits.memory (67108864 bytes)",
+            ),
+            ("\"512KiB\"", "below 1MiB"),
+            ("\"lots\"", "is not a size"),
+        ] {
+            let err = limits(&format!("recycle_above = {value}\n")).unwrap_err();
+            assert_eq!(
+                (err.line, err.key.as_deref()),
+                (Some(5), Some("plugin.limits.recycle_above")),
+                "{err}"
+            );
+            assert!(err.message.contains(reason), "{value}: {err}");
+        }
     }
 
     #[test]
@@ -1349,7 +1405,7 @@ mod golden {
             ),
             (
                 format!("{BASE}[plugin.limits]\nmemroy = \"64MiB\"\n"),
-                "config error in /etc/shoal/orders.toml line 11 at key `plugin.limits.memroy`: unknown field `memroy`, expected `memory` or `deadline`; did you mean `memory`?",
+                "config error in /etc/shoal/orders.toml line 11 at key `plugin.limits.memroy`: unknown field `memroy`, expected one of `memory`, `deadline`, `recycle_above`; did you mean `memory`?",
             ),
             (
                 BASE.replace("[consumer]\n", "[consumer]\nshard_sink_interval = \"1s\"\n"),

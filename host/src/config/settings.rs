@@ -186,6 +186,10 @@ pub struct LimitSettings {
     pub memory_bytes: usize,
     /// Longest one guest call may run.
     pub deadline: Duration,
+    /// Replace an instance whose linear memory grew above this many bytes (and above what
+    /// it had when built) with a fresh one after the batch, returning the memory; `None`:
+    /// an instance keeps its memory (and its state) for as long as it serves the shard.
+    pub recycle_above_bytes: Option<usize>,
 }
 
 /// What happens when a batch fails.
@@ -265,6 +269,7 @@ impl Default for LimitSettings {
         Self {
             memory_bytes: defaults::MEMORY_BYTES,
             deadline: defaults::DEADLINE,
+            recycle_above_bytes: None,
         }
     }
 }

@@ -159,6 +159,9 @@ pub struct ShardProcessor {
     failure: FailurePolicy,
     on_poison: OnPoison,
     instances_built: u64,
+    /// The live instance's memory when it was built (after `initialize`): recycling only
+    /// ever returns what batches added on top of it.
+    fresh_memory_bytes: usize,
     /// Cancelled when the lease is lost: a `process` call still waiting in a host call
     /// is abandoned then (never cancelled by default).
     abandon: CancellationToken,
@@ -202,6 +205,7 @@ impl ShardProcessor {
             failure,
             on_poison,
             instances_built: 0,
+            fresh_memory_bytes: 0,
             abandon: CancellationToken::new(),
             span,
         }
@@ -253,6 +257,36 @@ impl ShardProcessor {
     pub async fn shutdown(&mut self, reason: ShutdownReason) -> Result<(), Failure> {
         let span = self.span.clone();
         self.shutdown_instance(reason).instrument(span).await
+    }
+
+    /// After a batch: if the live instance's memory grew above the configured
+    /// `recycle_above` (and above what it had when built), call its `shutdown(requested)`
+    /// and drop it, so its memory returns to the system; the next batch builds a fresh
+    /// instance. A WebAssembly memory never shrinks, so this is the only way back down
+    /// after one large batch. Returns the memory the instance held, if it was recycled.
+    pub async fn recycle_if_grown(&mut self) -> Option<usize> {
+        let threshold = self.config.limits.recycle_above_bytes?;
+        let fresh = self.fresh_memory_bytes;
+        let grown = self.live_instance().as_ref()?.peak_memory_bytes();
+        if grown <= threshold || grown <= fresh {
+            return None;
+        }
+        let span = self.span.clone();
+        async {
+            tracing::info!(
+                memory_bytes = grown,
+                recycle_above = threshold,
+                "instance memory grew to {} MiB, above plugin.limits.recycle_above ({} MiB): replacing it with a fresh instance",
+                grown >> 20,
+                threshold >> 20
+            );
+            // A trap in `shutdown` is logged there; the instance is dropped either way.
+            let _ = self.shutdown_instance(ShutdownReason::Requested).await;
+            metrics().instances_recycled.inc();
+        }
+        .instrument(span)
+        .await;
+        Some(grown)
     }
 
     /// Whether `attempts` consecutive failures of one step poison it (the policy's
@@ -509,8 +543,9 @@ impl ShardProcessor {
         })
         .await
         .map_err(|e| Failure::Setup(format!("instance build task failed: {e}")))?;
-        if built.is_ok() {
+        if let Ok(instance) = &built {
             self.instances_built += 1;
+            self.fresh_memory_bytes = instance.peak_memory_bytes();
         }
         built
     }

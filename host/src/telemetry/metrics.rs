@@ -94,6 +94,8 @@ pub struct Metrics {
     pub batches_poisoned: Counter,
     /// Batches written to the dead-letter directory.
     pub batches_dead_lettered: Counter,
+    /// Instances replaced after a batch because their memory grew above `recycle_above`.
+    pub instances_recycled: Counter,
     /// The plugin generation in use.
     pub plugin_generation: Gauge,
     /// Plugin reloads by outcome (`accepted`, `rejected`).
@@ -168,6 +170,7 @@ impl Metrics {
             batch_retries: Counter::default(),
             batches_poisoned: Counter::default(),
             batches_dead_lettered: Counter::default(),
+            instances_recycled: Counter::default(),
             plugin_generation: Gauge::default(),
             plugin_reloads: Family::default(),
             leases_held: Gauge::default(),
@@ -263,6 +266,11 @@ impl Metrics {
             "batches_dead_lettered",
             "Batches written to the dead-letter directory",
             m.batches_dead_lettered.clone(),
+        );
+        r.register(
+            "instances_recycled",
+            "Guest instances replaced by fresh ones after a batch because their memory grew above plugin.limits.recycle_above",
+            m.instances_recycled.clone(),
         );
         r.register(
             "plugin_generation",

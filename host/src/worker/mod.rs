@@ -181,6 +181,7 @@ impl ShardWorker {
             if let Step::Stop(exit) = self.flush_due(checkpointer).await {
                 return exit;
             }
+            self.processor.recycle_if_grown().await;
         }
     }
 

@@ -12,6 +12,7 @@
 //! | `misbehave:retry`         | returns `process-error::retry`                          |
 //! | `misbehave:fatal`         | returns `process-error::fatal`                          |
 //! | `misbehave:slow:<ms>`     | busy-waits `<ms>` milliseconds, then carries on         |
+//! | `misbehave:grow:<MiB>`    | fills `<MiB>` MiB, frees it, carries on (memory grows)  |
 //! | `misbehave:sleep:<ms>`    | sleeps `<ms>` ms in a WASI clock wait, then carries on  |
 //! | `misbehave:log:<text>`    | writes `<text>` through the `log` import                |
 //! | `misbehave:print:<text>`  | prints `<text>` to stdout and stderr                    |
@@ -28,12 +29,14 @@
 //! Probe reports read `probe <kind> <target>: allowed: <detail>` or
 //! `probe <kind> <target>: denied: <error>`.
 //!
-//! Settings: `fail_initialize` = `retry` | `fatal` | `panic` makes `initialize` fail.
+//! Settings: `fail_initialize` = `retry` | `fatal` | `panic` makes `initialize` fail;
+//! `log_lifecycle` = `yes` logs `initialize` and `shutdown(<reason>)` through `log`.
 
-use shoal_sdk::{Batch, CheckpointDirective, ProcessError, Processor, Settings, ShardInfo};
+use shoal_sdk::{Batch, CheckpointDirective, ProcessError, Processor, Settings, ShardInfo, ShutdownReason};
 
 struct Misbehave {
     hoard: Vec<Vec<u8>>,
+    log_lifecycle: bool,
 }
 
 #[inline(never)]
@@ -78,7 +81,19 @@ impl Processor for Misbehave {
             Some("retry") => Err(ProcessError::Retry("initialize asked to fail (retry)".into())),
             Some("fatal") => Err(ProcessError::Fatal("initialize asked to fail (fatal)".into())),
             Some("panic") => panic!("initialize asked to panic"),
-            _ => Ok(Misbehave { hoard: Vec::new() }),
+            _ => {
+                let log_lifecycle = settings.get("log_lifecycle") == Some("yes");
+                if log_lifecycle {
+                    shoal_sdk::info!("initialize");
+                }
+                Ok(Misbehave { hoard: Vec::new(), log_lifecycle })
+            }
+        }
+    }
+
+    fn shutdown(&mut self, _shard: &ShardInfo, reason: ShutdownReason) {
+        if self.log_lifecycle {
+            shoal_sdk::info!("shutdown({reason:?})");
         }
     }
 
@@ -121,6 +136,10 @@ impl Processor for Misbehave {
                         while std::time::Instant::now() < until {
                             std::hint::black_box(&self.hoard);
                         }
+                    } else if let Some(mib) = other.strip_prefix("grow:") {
+                        // Touched, then freed: the linear memory keeps the size it grew to.
+                        let filled = vec![1u8; mib.parse::<usize>().unwrap_or(0) << 20];
+                        std::hint::black_box(&filled);
                     } else if let Some(ms) = other.strip_prefix("sleep:") {
                         // Waits in a WASI host call (a poll on a clock), not in wasm.
                         std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
