@@ -15,6 +15,9 @@
 //! Measured per run, from /proc every 20 ms: the process's CPU (user + system) to the end of
 //! the drain, peak USS (`Private_Clean + Private_Dirty` of `smaps_rollup`) and VmHWM (the
 //! kernel's resident high-water mark, shared library pages included), and the emulator's CPU.
+//! After the drain the process idles 2 s and its USS is read again (what it keeps at rest).
+//! `SHOAL_HOST_PATH_RECYCLE_ABOVE=<size>` adds a variant of this build with
+//! `[plugin.limits] recycle_above = "<size>"`.
 //! CPU per 100k records is also stated as the saturated shards (2 MB/s of 1 KiB records,
 //! 2,000 records/s) one core keeps up with.
 //!
@@ -59,6 +62,8 @@ const SATURATED_SHARD_RECORDS_PER_S: f64 = 2000.0;
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 /// How often the lease table is read for the checkpoints.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long a drained process idles before its resting memory is read.
+const SETTLE_AFTER_DRAIN: Duration = Duration::from_secs(2);
 /// Longest a drain may take.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
@@ -73,6 +78,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 struct Variant {
     name: &'static str,
     binary: PathBuf,
+    /// `[plugin.limits]` lines added to the config.
+    limits: String,
 }
 
 fn variants() -> Vec<Variant> {
@@ -88,12 +95,22 @@ fn variants() -> Vec<Variant> {
         out.push(Variant {
             name: "before",
             binary,
+            limits: String::new(),
         });
     }
+    let now = PathBuf::from(env!("CARGO_BIN_EXE_shoal"));
     out.push(Variant {
         name: "now",
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_shoal")),
+        binary: now.clone(),
+        limits: String::new(),
     });
+    if let Ok(size) = std::env::var("SHOAL_HOST_PATH_RECYCLE_ABOVE") {
+        out.push(Variant {
+            name: "now-recycle",
+            binary: now,
+            limits: format!("recycle_above = \"{size}\"\n"),
+        });
+    }
     out
 }
 
@@ -114,6 +131,8 @@ struct Run {
     peak_uss: u64,
     /// VmHWM at the end of the drain.
     hwm: u64,
+    /// USS once the drained process has idled for `SETTLE_AFTER_DRAIN`.
+    settled_uss: u64,
     /// The emulator's CPU seconds over the run.
     emulator_cpu_s: f64,
 }
@@ -148,7 +167,13 @@ fn is_sequence(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn config(dir: &Path, application: &str, stream: &AwsStream, kinesis: &str) -> PathBuf {
+fn config(
+    dir: &Path,
+    application: &str,
+    stream: &AwsStream,
+    kinesis: &str,
+    limits: &str,
+) -> PathBuf {
     let path = dir.join("shoal.toml");
     std::fs::write(
         &path,
@@ -171,7 +196,9 @@ path = "leases.db"
 [plugin]
 path = "{plugin}"
 watch = false
-"#,
+
+[plugin.limits]
+{limits}"#,
             stream = stream.name,
             plugin = plugin_path("checksum").display(),
         ),
@@ -275,7 +302,7 @@ fn drain_once(
     let dir = repo_root().join("target/host-path/runs").join(&application);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("run dir");
-    let config = config(&dir, &application, stream, kinesis);
+    let config = config(&dir, &application, stream, kinesis, &variant.limits);
     let db = dir.join("leases.db");
     let emulator_before = emulator_cpu_seconds("kinesalite");
     let started = Instant::now();
@@ -318,6 +345,8 @@ fn drain_once(
         std::thread::sleep(SAMPLE_EVERY);
     };
     detach_perf(perf);
+    std::thread::sleep(SETTLE_AFTER_DRAIN);
+    let settled_uss = tree::sample(pid).uss;
     let emulator_cpu_s = emulator_cpu_seconds("kinesalite") - emulator_before;
     stop(child, &dir);
     let (first_checkpoint, cpu_at_first) = first.expect("a checkpoint was seen before the drain");
@@ -330,6 +359,7 @@ fn drain_once(
         cpu_after_first_s: cpu_s - cpu_at_first,
         peak_uss,
         hwm,
+        settled_uss,
         emulator_cpu_s,
     }
 }
@@ -401,9 +431,9 @@ fn report(
     );
     println!(
         "| variant | CPU-s per 100k, whole run | CPU-s to the first checkpoint | \
-         saturated shards per core | spawn → drained | peak USS | peak VmHWM | kinesalite CPU-s per 100k |"
+         saturated shards per core | spawn → drained | peak USS | peak VmHWM | USS 2 s after the drain | kinesalite CPU-s per 100k |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for variant in variants {
         let mine: Vec<&Run> = runs.iter().filter(|r| r.variant == variant.name).collect();
         let col = |f: &dyn Fn(&Run) -> f64| -> (f64, f64, f64) {
@@ -417,11 +447,12 @@ fn report(
         let drain = col(&|r| r.drain.as_secs_f64());
         let uss = col(&|r| mib(r.peak_uss));
         let hwm = col(&|r| mib(r.hwm));
+        let settled = col(&|r| mib(r.settled_uss));
         let emu = col(&|r| r.emulator_cpu_s * per_100k);
         let shards_per_core = 100_000.0 / cpu.0 / SATURATED_SHARD_RECORDS_PER_S;
         println!(
             "| {} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) | {:.0} | {:.1} s ({:.1}–{:.1}) | \
-             {:.0} MiB ({:.0}–{:.0}) | {:.0} MiB ({:.0}–{:.0}) | {:.2} |",
+             {:.0} MiB ({:.0}–{:.0}) | {:.0} MiB ({:.0}–{:.0}) | {:.0} MiB ({:.0}–{:.0}) | {:.2} |",
             variant.name,
             cpu.0,
             cpu.1,
@@ -439,13 +470,16 @@ fn report(
             hwm.0,
             hwm.1,
             hwm.2,
+            settled.0,
+            settled.1,
+            settled.2,
             emu.0,
         );
     }
     println!();
     for run in runs {
         println!(
-            "- {} round {}: first checkpoint {:.2} s, drained {:.2} s, CPU {:.2} s ({:.2} after the first checkpoint), USS {:.0} MiB, VmHWM {:.0} MiB",
+            "- {} round {}: first checkpoint {:.2} s, drained {:.2} s, CPU {:.2} s ({:.2} after the first checkpoint), USS {:.0} MiB, VmHWM {:.0} MiB, USS after {:?} idle {:.0} MiB",
             run.variant,
             run.round,
             run.first_checkpoint.as_secs_f64(),
@@ -453,7 +487,9 @@ fn report(
             run.cpu_s,
             run.cpu_after_first_s,
             mib(run.peak_uss),
-            mib(run.hwm)
+            mib(run.hwm),
+            SETTLE_AFTER_DRAIN,
+            mib(run.settled_uss)
         );
     }
 }
