@@ -407,12 +407,11 @@ fn report(
 ) {
     let per_100k = 100_000.0 / records as f64;
     println!("## Host path: draining {records} records of 1 KiB through the Kinesis SDK\n");
-    println!(
-        "- **Command:** `{}cargo bench -p shoal --bench host_path`",
-        std::env::var("SHOAL_HOST_PATH_BASELINE")
-            .map(|b| format!("SHOAL_HOST_PATH_BASELINE={b} "))
-            .unwrap_or_default()
-    );
+    let knobs: String = ["SHOAL_HOST_PATH_BASELINE", "SHOAL_HOST_PATH_RECYCLE_ABOVE"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| format!("{name}={v} ")))
+        .collect();
+    println!("- **Command:** `{knobs}cargo bench -p shoal --bench host_path`");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "- **Date / machine:** {}; {}; load average at the end {}",
