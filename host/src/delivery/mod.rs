@@ -1,6 +1,7 @@
 //! Delivers each batch of one shard to the guest until it is done: switches plugin
-//! generations at batch boundaries, rebuilds trapped instances, retries with capped
-//! back-off, and applies the poison policy. Nothing is dropped silently: a batch ends
+//! generations at batch boundaries, rebuilds trapped instances, replaces instances whose
+//! memory grew past `recycle_above`, retries with capped back-off, and applies the poison
+//! policy. Nothing is dropped silently: a batch ends
 //! processed, dead-lettered (on disk, synced), given up (replay only, reported), or the
 //! caller cancels while it is still pending.
 
