@@ -345,9 +345,9 @@ fn drain_once(
         std::thread::sleep(SAMPLE_EVERY);
     };
     detach_perf(perf);
+    let emulator_cpu_s = emulator_cpu_seconds("kinesalite") - emulator_before;
     std::thread::sleep(SETTLE_AFTER_DRAIN);
     let settled_uss = tree::sample(pid).uss;
-    let emulator_cpu_s = emulator_cpu_seconds("kinesalite") - emulator_before;
     stop(child, &dir);
     let (first_checkpoint, cpu_at_first) = first.expect("a checkpoint was seen before the drain");
     Run {

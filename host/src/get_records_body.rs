@@ -9,7 +9,7 @@
 //! Network bytes are outside input: any of them give records or an error, never a panic
 //! (fuzzed in `host/fuzz`, which builds this module without the engine).
 
-pub use crate::source_record::SourceRecord;
+use crate::source_record::SourceRecord;
 
 /// Why a body cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -510,11 +510,6 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// The parsed records.
-    fn parsed_as_source(parsed: &ParsedGetRecords) -> Vec<SourceRecord> {
-        parsed.records.clone()
-    }
-
     fn parse_in_chunks(body: &[u8], chunk: usize) -> Result<ParsedGetRecords, BodyError> {
         let mut reader = GetRecordsBody::new();
         for piece in body.chunks(chunk.max(1)) {
@@ -585,7 +580,7 @@ pub(crate) mod tests {
                 let parsed = parse_in_chunks(&body, chunk)
                     .unwrap_or_else(|e| panic!("chunks of {chunk}: {e}"));
                 assert_eq!(
-                    parsed_as_source(&parsed),
+                    parsed.records,
                     as_source(&oracle),
                     "records, chunks of {chunk}"
                 );
@@ -609,7 +604,7 @@ pub(crate) mod tests {
         ] {
             let parsed = parse_in_chunks(body, 1).expect("parse");
             let oracle = sdk_reading(body).await.expect("oracle");
-            assert_eq!(parsed_as_source(&parsed), as_source(&oracle));
+            assert_eq!(parsed.records, as_source(&oracle));
             let rest = sdk_reading(&parsed.rest).await.expect("rest");
             assert_eq!(rest.next_shard_iterator, oracle.next_shard_iterator);
         }

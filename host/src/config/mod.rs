@@ -819,7 +819,7 @@ impl Validator<'_> {
             limits.deadline = deadline;
         }
         if let Some(recycle) = &p.recycle_above {
-            let bytes = self.byte_size(recycle, "plugin.limits.recycle_above")? as u64;
+            let bytes = self.byte_size(recycle, "plugin.limits.recycle_above")?;
             if bytes < 1 << 20 {
                 return Err(self.error(
                     Some(recycle.span()),
@@ -827,7 +827,7 @@ impl Validator<'_> {
                     format!("{bytes} bytes is below 1MiB, less than any component starts with"),
                 ));
             }
-            if bytes >= limits.memory_bytes as u64 {
+            if bytes >= limits.memory_bytes {
                 return Err(self.error(
                     Some(recycle.span()),
                     "plugin.limits.recycle_above",
@@ -837,7 +837,7 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            limits.recycle_above_bytes = Some(usize::try_from(bytes).unwrap_or(usize::MAX));
+            limits.recycle_above_bytes = Some(bytes);
         }
         Ok(())
     }
