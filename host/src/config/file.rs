@@ -172,8 +172,12 @@ pub struct SandboxFile {
     /// UDP destinations, `host:port`.
     #[serde(default)]
     pub udp: Vec<Spanned<String>>,
-    /// Accept a bare `*` host in `http`, `tcp` and `udp` (default false).
+    /// Accept a bare `*` host (or a range of every address) in `http`, `tcp` and `udp`
+    /// (default false).
     pub allow_any_host: Option<bool>,
+    /// Resolve any name an HTTP request asks for when an address entry could cover it,
+    /// and judge it by its address (default false: only names an entry names are looked up).
+    pub resolve_names_for_ranges: Option<bool>,
 }
 
 /// One `[[plugin.sandbox.dirs]]` entry.

@@ -660,7 +660,10 @@ impl Validator<'_> {
     /// `plugin.sandbox.http`, `tcp` and `udp`: each entry parsed, errors at its line.
     fn egress(&self, sandbox: &file::SandboxFile) -> Result<EgressGrants, ConfigError> {
         let any = sandbox.allow_any_host.unwrap_or(false);
-        let mut grants = EgressGrants::default();
+        let mut grants = EgressGrants {
+            resolve_names_for_ranges: sandbox.resolve_names_for_ranges.unwrap_or(false),
+            ..EgressGrants::default()
+        };
         for entry in &sandbox.http {
             grants.http.push(
                 egress::parse_http(entry.get_ref(), any)

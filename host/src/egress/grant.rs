@@ -44,15 +44,23 @@ impl HostPattern {
     }
 
     /// Whether this pattern covers the address `ip`. Name patterns never do: an address
-    /// reached through a granted name is checked by the caller, who knows the name.
+    /// reached through a granted name is checked by the caller, who knows the name. A
+    /// [guarded address](guarded_address) is covered only by an entry naming exactly it,
+    /// never by a range or `*`.
     pub fn covers_address(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         match self {
             Self::Address(a) => a.to_canonical() == ip,
-            Self::Range(net) => net.contains(&ip),
-            Self::Any => true,
+            Self::Range(net) => net.contains(&ip) && guarded_address(ip).is_none(),
+            Self::Any => guarded_address(ip).is_none(),
             Self::Name(_) | Self::Subdomains(_) => false,
         }
+    }
+
+    /// Whether this pattern is exactly the address `ip` (the only way a guarded address
+    /// is granted).
+    pub fn is_exactly(&self, ip: IpAddr) -> bool {
+        matches!(self, Self::Address(a) if a.to_canonical() == ip.to_canonical())
     }
 
     /// Whether this pattern is an address or a range (so a name is checked by the
@@ -73,6 +81,32 @@ impl fmt::Display for HostPattern {
             Self::Range(n) => write!(f, "{n}"),
             Self::Any => f.write_str("*"),
         }
+    }
+}
+
+/// Why `ip` is an address no range, `*` or name grant reaches (only an entry naming exactly
+/// this address does), or `None` for an ordinary address:
+/// - the unspecified addresses `0.0.0.0` and `::`, which Linux connects to loopback;
+/// - the cloud instance metadata and credential services, which hand out the host's own
+///   credentials: IPv4 link-local `169.254.0.0/16` (AWS, GCP and Azure metadata at
+///   169.254.169.254, ECS task credentials at 169.254.170.2, EKS pod identity at
+///   169.254.170.23), AWS's IPv6 `fd00:ec2::/32` (metadata at fd00:ec2::254) and Alibaba
+///   Cloud's `100.100.100.200`.
+pub fn guarded_address(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) if v4.is_unspecified() => {
+            Some("the unspecified address, which connects to this host's loopback")
+        }
+        IpAddr::V6(v6) if v6.is_unspecified() => {
+            Some("the unspecified address, which connects to this host's loopback")
+        }
+        IpAddr::V4(v4) if v4.is_link_local() || v4 == Ipv4Addr::new(100, 100, 100, 200) => {
+            Some("a cloud instance metadata or credentials address")
+        }
+        IpAddr::V6(v6) if v6.segments()[..2] == [0xfd00, 0x0ec2] => {
+            Some("a cloud instance metadata or credentials address")
+        }
+        _ => None,
     }
 }
 
@@ -274,7 +308,7 @@ fn parse_host(text: &str, allow_any_host: bool) -> Result<HostPattern, String> {
             return Ok(HostPattern::Address(IpAddr::V6(a)));
         }
         return match inner.parse::<ipnet::Ipv6Net>() {
-            Ok(net) => Ok(range(IpNet::V6(net))),
+            Ok(net) => range(IpNet::V6(net), allow_any_host),
             Err(_) => Err(format!("`{inner}` is not an IPv6 address or range")),
         };
     }
@@ -298,7 +332,7 @@ fn parse_host(text: &str, allow_any_host: bool) -> Result<HostPattern, String> {
             return Err(NO_PATH.into());
         }
         return match text.parse::<ipnet::Ipv4Net>() {
-            Ok(net) => Ok(range(IpNet::V4(net))),
+            Ok(net) => range(IpNet::V4(net), allow_any_host),
             Err(_) => Err(format!(
                 "`{text}` is not an address range: write e.g. `10.0.0.0/8` or `[fd00::/8]`"
             )),
@@ -328,14 +362,23 @@ fn parse_host(text: &str, allow_any_host: bool) -> Result<HostPattern, String> {
         .ok_or_else(|| format!("`{text}` is not a DNS name, an IP address or an address range"))
 }
 
-/// A range written with host bits set (`10.1.2.3/8`) means its network.
-fn range(net: IpNet) -> HostPattern {
+/// A range written with host bits set (`10.1.2.3/8`) means its network. A range of every
+/// address (`0.0.0.0/0`, `[::/0]`) is `*` by another name: it needs `allow_any_host`.
+fn range(net: IpNet, allow_any_host: bool) -> Result<HostPattern, String> {
     let net = net.trunc();
-    if net.prefix_len() == net.max_prefix_len() {
+    if net.prefix_len() == 0 && !allow_any_host {
+        return Err(format!(
+            "`{}` covers every address on every network; name the ranges you mean (e.g. \
+             `10.0.0.0/8`), or set `allow_any_host = true` in [plugin.sandbox] if every host is \
+             really meant",
+            HostPattern::Range(net)
+        ));
+    }
+    Ok(if net.prefix_len() == net.max_prefix_len() {
         HostPattern::Address(net.addr())
     } else {
         HostPattern::Range(net)
-    }
+    })
 }
 
 #[cfg(test)]
@@ -348,6 +391,52 @@ mod tests {
 
     fn socket(text: &str) -> SocketGrant {
         parse_socket(text, false).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn a_range_of_every_address_needs_allow_any_host() {
+        for text in [
+            "http://0.0.0.0/0:80",
+            "http://[::/0]:80",
+            "http://10.0.0.0/0:80",
+        ] {
+            let err = parse_http(text, false).unwrap_err();
+            assert!(err.contains("allow_any_host = true"), "{text}: {err}");
+            assert!(parse_http(text, true).is_ok(), "{text}");
+        }
+        let err = parse_socket("0.0.0.0/0:6379", false).unwrap_err();
+        assert!(err.contains("covers every address"), "{err}");
+        assert!(
+            parse_socket("0.0.0.0/1:6379", false).is_ok(),
+            "only a catch-all needs it"
+        );
+    }
+
+    #[test]
+    fn guarded_addresses_are_the_unspecified_and_metadata_ones() {
+        for ip in [
+            "0.0.0.0",
+            "::",
+            "169.254.169.254",
+            "169.254.170.2",
+            "169.254.170.23",
+            "fd00:ec2::254",
+            "fd00:ec2::23",
+            "100.100.100.200",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(guarded_address(ip.parse().expect("ip")).is_some(), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "100.100.100.201",
+            "fd00::1",
+            "::1",
+            "93.184.215.14",
+        ] {
+            assert!(guarded_address(ip.parse().expect("ip")).is_none(), "{ip}");
+        }
     }
 
     #[test]

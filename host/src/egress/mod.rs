@@ -7,13 +7,15 @@
 //! (`10.0.0.0/8`, `[fd00::/8]`) or, only with `allow_any_host = true`, a bare `*`; a port
 //! is a number or `*`. A guest may look up only names an entry covers by name; an
 //! address or range entry covers IP literals, and for HTTP (where shoal resolves the
-//! name) a name whose address falls in the range.
+//! name) a name whose address falls in the range only with `resolve_names_for_ranges`.
+//! A range of every address (`0.0.0.0/0`) needs `allow_any_host`; the unspecified and
+//! cloud metadata addresses are reached only through an entry naming exactly them.
 
 mod grant;
 mod policy;
 
 pub use grant::{
-    HostPattern, HttpGrant, PortPattern, Scheme, SocketGrant, normalize_name, parse_http,
-    parse_socket,
+    HostPattern, HttpGrant, PortPattern, Scheme, SocketGrant, guarded_address, normalize_name,
+    parse_http, parse_socket,
 };
 pub use policy::{AddressCheck, EgressGrants, HttpDecision, LookedUp, Protocol, Refusal};

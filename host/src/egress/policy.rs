@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use super::grant::{HostPattern, HttpGrant, Scheme, SocketGrant, normalize_name};
+use super::grant::{HostPattern, HttpGrant, Scheme, SocketGrant, guarded_address, normalize_name};
 
 /// Most addresses remembered from one instance's name lookups; beyond it the oldest
 /// lookups are forgotten (a connect to an address learnt that long ago is refused).
@@ -22,6 +22,11 @@ pub struct EgressGrants {
     pub tcp: Vec<SocketGrant>,
     /// `plugin.sandbox.udp`.
     pub udp: Vec<SocketGrant>,
+    /// `plugin.sandbox.resolve_names_for_ranges`: an HTTP request to a name that no entry
+    /// names may still reach an address or range entry: shoal resolves the name (so the
+    /// query leaves the host, whatever the name) and connects only to an address in the
+    /// range. Off by default: then only names an entry names are ever looked up.
+    pub resolve_names_for_ranges: bool,
 }
 
 impl EgressGrants {
@@ -84,27 +89,35 @@ impl EgressGrants {
             RequestHost::Address(ip) => {
                 if candidates.iter().any(|g| g.host.covers_address(*ip)) {
                     HttpDecision::Allowed
+                } else if let Some(why) = guarded_address(*ip) {
+                    refusal(&format!(
+                        "it is {why}, which only an entry naming exactly this address grants"
+                    ))
                 } else {
                     refusal("no entry grants this address")
                 }
             }
             RequestHost::Name(name) => {
-                if candidates.iter().any(|g| g.host.covers_name(name)) {
-                    return HttpDecision::Allowed;
-                }
+                let by_name = candidates.iter().any(|g| g.host.covers_name(name));
                 let ranges: Vec<HostPattern> = candidates
                     .iter()
                     .filter(|g| g.host.is_address())
                     .map(|g| g.host.clone())
                     .collect();
-                if ranges.is_empty() {
-                    refusal("no entry grants this host")
-                } else {
-                    HttpDecision::AllowedIfResolvesInto(AddressCheck {
-                        url: url(&target),
-                        ranges,
-                    })
+                if !by_name && (ranges.is_empty() || !self.resolve_names_for_ranges) {
+                    return if ranges.is_empty() {
+                        refusal("no entry grants this host")
+                    } else {
+                        refusal(
+                            "no entry names this host (address entries match addresses, and names are looked up only when an entry names them: to let names that resolve into a granted range through, set `resolve_names_for_ranges = true` in [plugin.sandbox])",
+                        )
+                    };
                 }
+                HttpDecision::Resolve(AddressCheck {
+                    url: url(&target),
+                    by_name,
+                    ranges,
+                })
             }
             RequestHost::Invalid => refusal("the host is not a DNS name or an IP address"),
         }
@@ -131,10 +144,11 @@ fn socket_check(
     let ip = addr.ip().to_canonical();
     let port = addr.port();
     let names = looked_up.names_of(ip);
-    let granted = grants
-        .iter()
-        .filter(|g| g.port.covers(port))
-        .any(|g| g.host.covers_address(ip) || names.iter().any(|n| g.host.covers_name(n)));
+    let guarded = guarded_address(ip);
+    let granted = grants.iter().filter(|g| g.port.covers(port)).any(|g| {
+        g.host.covers_address(ip)
+            || (guarded.is_none() && names.iter().any(|n| g.host.covers_name(n)))
+    });
     if granted {
         return Ok(());
     }
@@ -151,6 +165,14 @@ fn socket_check(
         Some(name) => format!("{name}:{port}"),
         None => shown.to_string(),
     };
+    if let Some(why) = guarded {
+        return Err(Refusal::new(
+            protocol,
+            format!(
+                "{action} to {shown}{via} refused: it is {why}, which only a plugin.sandbox.{key} entry naming exactly this address grants"
+            ),
+        ));
+    }
     Err(Refusal::new(
         protocol,
         format!(
@@ -162,26 +184,45 @@ fn socket_check(
 /// The outcome of [`EgressGrants::http_request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpDecision {
-    /// A grant covers the request as written.
+    /// An address literal that an entry covers: connect to it.
     Allowed,
-    /// Only address entries could cover this name: resolve it, and connect only to
-    /// addresses [`AddressCheck::check`] accepts.
-    AllowedIfResolvesInto(AddressCheck),
+    /// A name that an entry covers (by name, or through an address entry with
+    /// `resolve_names_for_ranges`): resolve it, and connect only to addresses
+    /// [`AddressCheck::check`] accepts.
+    Resolve(AddressCheck),
     /// No grant covers it.
     Refused(Refusal),
 }
 
-/// The address ranges a resolved name must fall into.
+/// What the addresses a requested name resolves to must satisfy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressCheck {
     url: String,
+    /// An entry names the host: any address will do, but a guarded one.
+    by_name: bool,
+    /// Address entries the address may fall into instead.
     ranges: Vec<HostPattern>,
 }
 
 impl AddressCheck {
-    /// Accept `ip` if an entry covers it.
+    /// Accept `ip` if the name's grant covers it: any ordinary address for a name an
+    /// entry names, an address in a range otherwise; a guarded address (unspecified,
+    /// metadata service) only if an entry names exactly it.
     pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
-        if self.ranges.iter().any(|r| r.covers_address(ip)) {
+        let ip = ip.to_canonical();
+        if let Some(why) = guarded_address(ip) {
+            if self.ranges.iter().any(|r| r.is_exactly(ip)) {
+                return Ok(());
+            }
+            return Err(Refusal::new(
+                Protocol::Http,
+                format!(
+                    "HTTP request to {} refused: the name resolves to {ip}, {why}, which only an entry naming exactly this address grants",
+                    self.url
+                ),
+            ));
+        }
+        if self.by_name || self.ranges.iter().any(|r| r.covers_address(ip)) {
             return Ok(());
         }
         let granted: Vec<String> = self.ranges.iter().map(ToString::to_string).collect();
@@ -190,7 +231,7 @@ impl AddressCheck {
             format!(
                 "HTTP request to {} refused: the name resolves to {}, outside the granted {}; grant the name itself in plugin.sandbox.http",
                 self.url,
-                ip.to_canonical(),
+                ip,
                 granted.join(", ")
             ),
         ))
@@ -330,6 +371,7 @@ mod tests {
                 .map(|t| parse_socket(t, true).expect("tcp grant"))
                 .collect(),
             udp: Vec::new(),
+            resolve_names_for_ranges: false,
         }
     }
 
@@ -362,10 +404,12 @@ mod tests {
     #[test]
     fn http_requests_match_scheme_host_and_port() {
         let g = grants(&["https://api.example.com", "http://*.svc.local:8080"], &[]);
-        assert_eq!(
-            g.http_request(Scheme::Https, "API.example.com.", 443),
-            HttpDecision::Allowed
-        );
+        let by_name = |d: HttpDecision| matches!(d, HttpDecision::Resolve(c) if c.by_name);
+        assert!(by_name(g.http_request(
+            Scheme::Https,
+            "API.example.com.",
+            443
+        )));
         for (scheme, host, port) in [
             (Scheme::Http, "api.example.com", 443),
             (Scheme::Https, "api.example.com", 8443),
@@ -377,10 +421,11 @@ mod tests {
                 "{host}:{port}"
             );
         }
-        assert_eq!(
-            g.http_request(Scheme::Http, "orders.svc.local", 8080),
-            HttpDecision::Allowed
-        );
+        assert!(by_name(g.http_request(
+            Scheme::Http,
+            "orders.svc.local",
+            8080
+        )));
     }
 
     #[test]
@@ -401,10 +446,36 @@ mod tests {
     }
 
     #[test]
+    fn a_name_under_an_address_entry_is_refused_unless_ranges_resolve_names() {
+        // The finding: under `http://127.0.0.1:8080` any requested name used to be resolved
+        // (the query carrying whatever the guest put in the name) before it was refused.
+        let g = grants(&["http://127.0.0.1:8080", "http://10.0.0.0/8:80"], &[]);
+        for (host, port) in [
+            ("secret-0123abcd.attacker.example", 8080),
+            ("localhost", 8080),
+            ("search.internal", 80),
+        ] {
+            let HttpDecision::Refused(r) = g.http_request(Scheme::Http, host, port) else {
+                panic!("{host}: a name no entry names must be refused before any lookup")
+            };
+            assert!(
+                r.message.contains("set `resolve_names_for_ranges = true`"),
+                "{r}"
+            );
+        }
+        assert!(matches!(
+            g.http_request(Scheme::Http, "nothing.example", 9999),
+            HttpDecision::Refused(r) if r.message.contains("no entry grants this host")
+        ));
+    }
+
+    #[test]
     fn a_name_under_a_range_entry_is_judged_by_its_address() {
-        let g = grants(&["http://10.0.0.0/8:80"], &[]);
-        let HttpDecision::AllowedIfResolvesInto(check) =
-            g.http_request(Scheme::Http, "search.internal", 80)
+        let g = EgressGrants {
+            resolve_names_for_ranges: true,
+            ..grants(&["http://10.0.0.0/8:80"], &[])
+        };
+        let HttpDecision::Resolve(check) = g.http_request(Scheme::Http, "search.internal", 80)
         else {
             panic!("a name must be resolved and its address checked")
         };
@@ -417,6 +488,83 @@ mod tests {
                 .contains("resolves to 93.184.215.14, outside the granted 10.0.0.0/8"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_granted_name_may_resolve_anywhere_but_to_a_guarded_address() {
+        let g = grants(&["https://*.example.com"], &[]);
+        let HttpDecision::Resolve(check) = g.http_request(Scheme::Https, "api.example.com", 443)
+        else {
+            panic!("a granted name is resolved")
+        };
+        assert!(check.check("93.184.215.14".parse().expect("ip")).is_ok());
+        // A wildcard grant whose DNS a third party controls must not reach the metadata
+        // service or, through the unspecified address, this host's loopback.
+        for ip in [
+            "169.254.169.254",
+            "169.254.170.2",
+            "fd00:ec2::254",
+            "100.100.100.200",
+            "0.0.0.0",
+            "::",
+        ] {
+            let err = check.check(ip.parse().expect("ip")).unwrap_err();
+            assert!(
+                err.message
+                    .contains("only an entry naming exactly this address"),
+                "{ip}: {err}"
+            );
+        }
+        let exact = grants(&["https://*.example.com", "https://169.254.169.254"], &[]);
+        let HttpDecision::Resolve(check) =
+            exact.http_request(Scheme::Https, "api.example.com", 443)
+        else {
+            panic!("a granted name is resolved")
+        };
+        assert!(check.check("169.254.169.254".parse().expect("ip")).is_ok());
+        assert!(check.check("169.254.170.2".parse().expect("ip")).is_err());
+    }
+
+    #[test]
+    fn guarded_addresses_are_never_covered_by_a_range_or_a_star() {
+        let g = grants(
+            &["http://*:*", "http://169.254.0.0/16:80", "http://[::/1]:80"],
+            &[],
+        );
+        for ip in ["169.254.169.254", "0.0.0.0", "[::]"] {
+            let HttpDecision::Refused(r) = g.http_request(Scheme::Http, ip, 80) else {
+                panic!("{ip} must be refused")
+            };
+            assert!(
+                r.message
+                    .contains("only an entry naming exactly this address"),
+                "{r}"
+            );
+        }
+        assert_eq!(
+            g.http_request(Scheme::Http, "10.1.1.1", 80),
+            HttpDecision::Allowed
+        );
+        let exact = grants(&["http://169.254.169.254"], &["169.254.169.254:80"]);
+        assert_eq!(
+            exact.http_request(Scheme::Http, "169.254.169.254", 80),
+            HttpDecision::Allowed
+        );
+        assert!(
+            exact
+                .tcp_connect(addr("169.254.169.254:80"), &LookedUp::default())
+                .is_ok()
+        );
+        // A TCP name grant whose lookup returned a guarded address does not reach it.
+        let named = grants(&[], &["*.example.com:80"]);
+        let looked_up = LookedUp::default();
+        looked_up.record("x.example.com", &["169.254.169.254".parse().expect("ip")]);
+        let err = named
+            .tcp_connect(addr("169.254.169.254:80"), &looked_up)
+            .unwrap_err();
+        assert!(err.message.contains("cloud instance metadata"), "{err}");
+        looked_up.record("y.example.com", &["0.0.0.0".parse().expect("ip")]);
+        assert!(named.tcp_connect(addr("0.0.0.0:80"), &looked_up).is_err());
     }
 
     #[test]

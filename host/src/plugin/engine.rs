@@ -13,21 +13,12 @@ use super::bindings::{Processor, ProcessorPre};
 use super::cache::{ArtifactCache, ArtifactSource, content_digest};
 use super::host::HostState;
 use super::inspect::{Inspection, explain_compile_error};
+use super::limits::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
 use super::plugin::{Plugin, PluginLoadError};
 use crate::config::EngineSettings;
 
 /// How often the epoch advances; per-call deadlines are whole ticks of this.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Most core instances one component may create (interpreter guests such as
-/// componentize-py create a dozen or so).
-const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
-/// Most linear memories one component may have.
-const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
-/// Most tables one component may have.
-const MAX_TABLES_PER_COMPONENT: u32 = 64;
-/// Cap on table elements (function references), per table.
-pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 /// The per-process WebAssembly engine. Cheap to clone (everything inside is shared).
 #[derive(Clone)]
@@ -227,9 +218,10 @@ fn pooling_config(settings: &EngineSettings) -> PoolingAllocationConfig {
     let instances = settings.max_instances;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances);
-    pool.max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT);
-    pool.max_memories_per_component(MAX_MEMORIES_PER_COMPONENT);
-    pool.max_tables_per_component(MAX_TABLES_PER_COMPONENT);
+    // The same counts the limiter holds every instance to, pooling or not.
+    pool.max_core_instances_per_component(MAX_CORE_INSTANCES as u32);
+    pool.max_memories_per_component(MAX_MEMORIES as u32);
+    pool.max_tables_per_component(MAX_TABLES as u32);
     // Most components need a few core instances and one or two memories; interpreter
     // guests need more (a QuickJS component: 9 core instances). Core-instance slots are
     // only bookkeeping, so budget them generously; memories reserve address space, so

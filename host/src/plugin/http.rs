@@ -110,7 +110,7 @@ async fn send(
     let port = uri.port_u16().unwrap_or(scheme.default_port());
     let address_check = match outbound.grants().http_request(scheme, &host, port) {
         HttpDecision::Allowed => None,
-        HttpDecision::AllowedIfResolvesInto(check) => Some(check),
+        HttpDecision::Resolve(check) => Some(check),
         HttpDecision::Refused(refusal) => {
             outbound.log_refusal(&refusal);
             return Err(Error::HttpRequestDenied);

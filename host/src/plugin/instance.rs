@@ -20,9 +20,9 @@ use super::bindings::{
     Batch, CheckpointDirective, ProcessError, Processor, ShardInfo, ShutdownReason,
 };
 use super::call_budget::CallBudget;
-use super::engine::{MAX_TABLE_ELEMENTS, PluginEngine};
+use super::engine::PluginEngine;
 use super::host::HostState;
-use super::limits::InstanceLimiter;
+use super::limits::{InstanceLimiter, MAX_TABLE_ELEMENTS};
 use super::outbound::Outbound;
 use tokio_util::sync::CancellationToken;
 
@@ -180,7 +180,7 @@ impl ProcessorInstance {
         self.serial
     }
 
-    /// The largest linear memory this instance has had.
+    /// The most all linear memories and tables of this instance have held together.
     pub fn peak_memory_bytes(&self) -> usize {
         self.store.data().limiter.peak_memory_bytes()
     }
