@@ -263,6 +263,7 @@ fn guest_instance(engine: &PluginEngine, wasm: &Path, server: SocketAddr) -> Pro
             memory_bytes: 256 << 20,
             deadline: Duration::from_secs(60),
             recycle_above_bytes: None,
+            ..LimitSettings::default()
         },
     };
     let plugin = Arc::new(engine.load_file(wasm, 1).expect("load http_sink.wasm"));
@@ -607,7 +608,7 @@ fn allow_list(guest_request_us: f64, cheapest: &str) {
         for (host, expected) in [("127.0.0.1", "allowed"), ("192.0.2.7", "refused")] {
             let decision = match grants.http_request(Scheme::Http, host, 8080) {
                 HttpDecision::Allowed => "allowed",
-                HttpDecision::AllowedIfResolvesInto(_) => "allowed if it resolves into",
+                HttpDecision::Resolve(_) => "resolve, then check the address",
                 HttpDecision::Refused(_) => "refused",
             };
             assert_eq!(decision, expected, "{host} with {entries} entries");

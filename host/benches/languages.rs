@@ -53,6 +53,7 @@ fn config() -> InstanceConfig {
             memory_bytes: 512 << 20,
             deadline: Duration::from_secs(120),
             recycle_above_bytes: None,
+            ..LimitSettings::default()
         },
     }
 }

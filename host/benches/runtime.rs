@@ -54,6 +54,7 @@ fn config() -> InstanceConfig {
             memory_bytes: 256 << 20,
             deadline: Duration::from_secs(60),
             recycle_above_bytes: None,
+            ..LimitSettings::default()
         },
     }
 }

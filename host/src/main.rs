@@ -93,14 +93,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
+            shoal::telemetry::flush(LOG_FLUSH_AT_EXIT);
             eprintln!("shoal: {}", plain_chain(&e));
             ExitCode::FAILURE
         }
-    }
+    };
+    shoal::telemetry::flush(LOG_FLUSH_AT_EXIT);
+    code
 }
+
+/// How long an exiting process waits for its last log lines to reach stderr.
+const LOG_FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An error and its causes in one line, each cause said once (many errors already quote
 /// their cause, which `{:#}` would print a second time).

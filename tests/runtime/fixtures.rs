@@ -113,6 +113,7 @@ pub fn test_limits() -> LimitSettings {
         memory_bytes: 32 << 20,
         deadline: Duration::from_millis(300),
         recycle_above_bytes: None,
+        ..LimitSettings::default()
     }
 }
 

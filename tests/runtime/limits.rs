@@ -33,6 +33,7 @@ fn the_memory_cap_holds_and_names_the_limit() {
                 memory_bytes: cap,
                 deadline: Duration::from_secs(5),
                 recycle_above_bytes: None,
+                ..LimitSettings::default()
             },
         );
         match instance.process(&batch(1, &["misbehave:oom"])) {
@@ -68,6 +69,7 @@ fn the_deadline_stops_a_spinning_guest_and_is_rearmed_per_call() {
             memory_bytes: 32 << 20,
             deadline,
             recycle_above_bytes: None,
+            ..LimitSettings::default()
         },
     );
     // Three calls of ~150 ms each: each fits its own deadline, though together they do not.

@@ -218,6 +218,14 @@ pub struct LimitsFile {
     pub deadline: Option<Duration>,
     /// Replace an instance whose memory grew above this after a batch, e.g. "64MiB".
     pub recycle_above: Option<Spanned<toml::Value>>,
+    /// What one instance may make the host hold, e.g. "16MiB".
+    pub host_memory: Option<Spanned<toml::Value>>,
+    /// OS descriptors (files, sockets, HTTP connections) one instance may hold.
+    pub descriptors: Option<Spanned<u32>>,
+    /// Guest log lines per second, per instance.
+    pub log_rate: Option<Spanned<u32>>,
+    /// Guest log lines at once (the token bucket's size), per instance.
+    pub log_burst: Option<Spanned<u32>>,
 }
 
 /// `[plugin.failure]`

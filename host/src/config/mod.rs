@@ -842,6 +842,43 @@ impl Validator<'_> {
             }
             limits.recycle_above_bytes = Some(bytes);
         }
+        if let Some(host_memory) = &p.host_memory {
+            let bytes = self.byte_size(host_memory, "plugin.limits.host_memory")?;
+            if bytes < defaults::MIN_HOST_MEMORY_BYTES {
+                return Err(self.error(
+                    Some(host_memory.span()),
+                    "plugin.limits.host_memory",
+                    format!("{bytes} bytes is below the 1MiB minimum (log line buffers and remembered lookups alone take about half of it)"),
+                ));
+            }
+            limits.host_memory_bytes = bytes;
+        }
+        if let Some(spanned) = &p.descriptors {
+            let n = *spanned.get_ref();
+            if !(1..=defaults::MAX_DESCRIPTORS).contains(&(n as usize)) {
+                return Err(self.error(
+                    Some(spanned.span()),
+                    "plugin.limits.descriptors",
+                    format!("{n} is not between 1 and {}", defaults::MAX_DESCRIPTORS),
+                ));
+            }
+            limits.descriptors = n as usize;
+        }
+        for (value, key, into) in [
+            (&p.log_rate, "plugin.limits.log_rate", &mut limits.log_rate),
+            (
+                &p.log_burst,
+                "plugin.limits.log_burst",
+                &mut limits.log_burst,
+            ),
+        ] {
+            if let Some(n) = value {
+                if *n.get_ref() == 0 {
+                    return Err(self.error(Some(n.span()), key, "must be at least 1 line".into()));
+                }
+                *into = *n.get_ref();
+            }
+        }
         Ok(())
     }
 
@@ -1408,7 +1445,7 @@ mod golden {
             ),
             (
                 format!("{BASE}[plugin.limits]\nmemroy = \"64MiB\"\n"),
-                "config error in /etc/shoal/orders.toml line 11 at key `plugin.limits.memroy`: unknown field `memroy`, expected one of `memory`, `deadline`, `recycle_above`; did you mean `memory`?",
+                "config error in /etc/shoal/orders.toml line 11 at key `plugin.limits.memroy`: unknown field `memroy`, expected one of `memory`, `deadline`, `recycle_above`, `host_memory`, `descriptors`, `log_rate`, `log_burst`; did you mean `memory`?",
             ),
             (
                 BASE.replace("[consumer]\n", "[consumer]\nshard_sink_interval = \"1s\"\n"),

@@ -190,6 +190,16 @@ pub struct LimitSettings {
     /// it had when built) with a fresh one after the batch, returning the memory; `None`:
     /// an instance keeps its memory (and its state) for as long as it serves the shard.
     pub recycle_above_bytes: Option<usize>,
+    /// What one instance may make the host hold: resource-table entries, streams, HTTP
+    /// headers, bodies and requests in flight, directory listings, log line buffers.
+    pub host_memory_bytes: usize,
+    /// OS descriptors one instance may hold: files and directories, sockets, HTTP
+    /// connections.
+    pub descriptors: usize,
+    /// Guest log lines per second (the `log` import, stdout, stderr, refusal warnings).
+    pub log_rate: u32,
+    /// Guest log lines at once before the rate applies.
+    pub log_burst: u32,
 }
 
 /// What happens when a batch fails.
@@ -250,6 +260,20 @@ pub mod defaults {
     pub const READ_AHEAD_RECORDS: usize = 10_000;
     /// Bytes a shard reads ahead of its guest.
     pub const READ_AHEAD_BYTES: usize = 8 << 20;
+    /// Host memory one instance may make the host hold: room for a few dozen requests in
+    /// flight or open streams.
+    pub const HOST_MEMORY_BYTES: usize = 16 << 20;
+    /// The least `host_memory` accepted: the log line buffers and remembered lookups
+    /// every instance has take about half of it.
+    pub const MIN_HOST_MEMORY_BYTES: usize = 1 << 20;
+    /// OS descriptors one instance may hold.
+    pub const DESCRIPTORS: usize = 32;
+    /// The most `descriptors` accepted.
+    pub const MAX_DESCRIPTORS: usize = 4096;
+    /// Guest log lines per second, per instance.
+    pub const LOG_RATE: u32 = 100;
+    /// Guest log lines at once, per instance.
+    pub const LOG_BURST: u32 = 1000;
 }
 
 impl Default for EngineSettings {
@@ -270,6 +294,10 @@ impl Default for LimitSettings {
             memory_bytes: defaults::MEMORY_BYTES,
             deadline: defaults::DEADLINE,
             recycle_above_bytes: None,
+            host_memory_bytes: defaults::HOST_MEMORY_BYTES,
+            descriptors: defaults::DESCRIPTORS,
+            log_rate: defaults::LOG_RATE,
+            log_burst: defaults::LOG_BURST,
         }
     }
 }

@@ -18,4 +18,7 @@ pub use grant::{
     HostPattern, HttpGrant, PortPattern, Scheme, SocketGrant, guarded_address, normalize_name,
     parse_http, parse_socket,
 };
-pub use policy::{AddressCheck, EgressGrants, HttpDecision, LookedUp, Protocol, Refusal};
+pub use policy::{
+    AddressCheck, EgressGrants, HttpDecision, LookedUp, MAX_REMEMBERED_ADDRESSES, Protocol,
+    REMEMBERED_ADDRESS_BYTES, Refusal,
+};

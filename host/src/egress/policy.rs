@@ -11,7 +11,10 @@ use super::grant::{HostPattern, HttpGrant, Scheme, SocketGrant, guarded_address,
 
 /// Most addresses remembered from one instance's name lookups; beyond it the oldest
 /// lookups are forgotten (a connect to an address learnt that long ago is refused).
-const MAX_REMEMBERED_ADDRESSES: usize = 4096;
+pub const MAX_REMEMBERED_ADDRESSES: usize = 1024;
+/// What one remembered address holds at most (the address, the set of names it was
+/// looked up as, a name up to 253 bytes), for the instance's host budget.
+pub const REMEMBERED_ADDRESS_BYTES: usize = 384;
 
 /// The outbound destinations granted to a plugin. Empty (the default) grants nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -249,6 +252,26 @@ pub enum Protocol {
     Udp,
     /// `wasi:sockets/ip-name-lookup`.
     NameLookup,
+}
+
+impl Protocol {
+    /// Every kind, in declaration order.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Http,
+        Protocol::Tcp,
+        Protocol::Udp,
+        Protocol::NameLookup,
+    ];
+
+    /// A short stable label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::NameLookup => "name-lookup",
+        }
+    }
 }
 
 /// A refused outbound operation, in words that name the missing grant.

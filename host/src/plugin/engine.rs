@@ -65,6 +65,10 @@ impl PluginEngine {
             .map_err(|e| anyhow::anyhow!("cannot link WASI HTTP: {e:#}"))?;
         super::name_lookup::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link shoal's name lookup: {e:#}"))?;
+        super::guard_wasi::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link shoal's WASI limits: {e:#}"))?;
+        super::guard_http::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link shoal's WASI HTTP limits: {e:#}"))?;
         Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("cannot link shoal imports: {e:#}"))?;
 

@@ -1,16 +1,21 @@
-//! The per-instance store data: WASI context, resource table, limiter, outbound state,
-//! and the `log` import that shoal's world gives every processor.
+//! The per-instance store data: WASI context, resource table, limiter, host budget,
+//! outbound state, the guest's log, and the `log` import that shoal's world gives every
+//! processor.
 
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{LogLevel, ProcessorImports};
+use super::budget::{FIELDS_BYTES, HostBudget};
 use super::call_budget::CallBudget;
+use super::guest_log::{GuestLog, LogTags};
 use super::http::GuestHttp;
 use super::limits::InstanceLimiter;
 use super::outbound::Outbound;
-use super::stdio::LogTags;
 
 /// Longest `log` message forwarded; longer ones are truncated (documented in the WIT).
 const MAX_LOG_MESSAGE: usize = 64 * 1024;
@@ -21,12 +26,14 @@ pub struct HostState {
     table: ResourceTable,
     /// Memory and table caps; also tracks peak memory for reporting.
     pub(crate) limiter: InstanceLimiter,
+    /// What the guest makes the host hold, and its limits.
+    pub(crate) budget: HostBudget,
     outbound: Outbound,
     http: WasiHttpCtx,
     http_hooks: GuestHttp,
-    tags: LogTags,
+    log: Arc<GuestLog>,
     /// The call in flight: ticks to its deadline, and what interrupts it.
-    pub(crate) budget: CallBudget,
+    pub(crate) call_budget: CallBudget,
 }
 
 impl HostState {
@@ -34,19 +41,25 @@ impl HostState {
     pub fn new(
         wasi: WasiCtx,
         limiter: InstanceLimiter,
+        budget: HostBudget,
         outbound: Outbound,
         deadline: std::time::Duration,
-        tags: LogTags,
+        log: Arc<GuestLog>,
     ) -> Self {
+        let mut table = ResourceTable::new();
+        budget.rebalance(&mut table);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELDS_BYTES);
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter,
-            http: WasiHttpCtx::new(),
-            http_hooks: GuestHttp::new(outbound.clone(), deadline),
+            http,
+            http_hooks: GuestHttp::new(outbound.clone(), deadline, Arc::clone(budget.in_flight())),
+            budget,
             outbound,
-            tags,
-            budget: CallBudget::default(),
+            log,
+            call_budget: CallBudget::default(),
         }
     }
 
@@ -55,9 +68,26 @@ impl HostState {
         &mut self.table
     }
 
+    /// The table and the budget that limits it, borrowed together.
+    pub fn table_and_budget(&mut self) -> (&mut ResourceTable, &HostBudget) {
+        (&mut self.table, &self.budget)
+    }
+
     /// The instance's outbound grants and what its lookups returned.
     pub fn outbound(&self) -> &Outbound {
         &self.outbound
+    }
+
+    /// The guest's log lines and their rate limit.
+    pub fn guest_log(&self) -> &Arc<GuestLog> {
+        &self.log
+    }
+
+    /// A guest call starts: outbound I/O it starts ends with `call` (cancelled when the
+    /// call returns), and the table gets what the budget leaves.
+    pub fn begin_call(&mut self, call: CancellationToken) {
+        self.http_hooks.begin_call(call);
+        self.budget.rebalance(&mut self.table);
     }
 }
 
@@ -85,6 +115,9 @@ impl super::bindings::shoal::processor::types::Host for HostState {}
 
 impl ProcessorImports for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
+        if !self.log.admit() {
+            return;
+        }
         let mut message = message;
         if message.len() > MAX_LOG_MESSAGE {
             let mut cut = MAX_LOG_MESSAGE;
@@ -98,7 +131,7 @@ impl ProcessorImports for HostState {
             stream,
             shard,
             generation,
-        } = &self.tags;
+        } = self.log.tags();
         macro_rules! emit {
             ($lvl:ident) => {
                 tracing::$lvl!(target: "shoal::guest", stream = %stream, shard = %shard, generation, "{message}")

@@ -1,9 +1,14 @@
 //! shoal's sender for a guest's `wasi:http/outgoing-handler` requests: every request is
-//! checked against `plugin.sandbox.http` (and, for address-range entries, the address its
-//! name resolves to), then sent over one TCP connection (TLS with the system's roots for
-//! `https`) with connect, first-byte and between-bytes timeouts no longer than the guest's
-//! deadline, and a cap on the response body. A refusal is `HTTP-request-denied` for the
-//! guest plus one log line naming the missing grant.
+//! checked against `plugin.sandbox.http` (and the addresses a name resolves to), then
+//! sent over one TCP connection (TLS with the system's roots for `https`) with connect,
+//! first-byte and between-bytes timeouts no longer than the guest's deadline, and a cap
+//! on the response body. A refusal is `HTTP-request-denied` for the guest plus one log
+//! line naming the missing grant.
+//!
+//! Each request is counted in the instance's budget from `handle` until the guest drops
+//! its response body ([`InFlight`]), and its connection until it closes; and no request
+//! outlives the guest call that started it: when the call returns, its requests still
+//! sending or receiving end with `connection-terminated` and their connections close.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -17,9 +22,12 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::budget::{BODY_CHUNK_BYTES, Counted, InFlight, RESPONSE_BUFFER_BYTES};
 use super::outbound::Outbound;
+use super::resolver::{LOOKUP_TIMEOUT, LookupError};
 use crate::egress::{HttpDecision, Scheme};
 
 /// Largest response body a guest may read; beyond it the body ends in an error.
@@ -30,12 +38,26 @@ pub struct GuestHttp {
     outbound: Outbound,
     /// The guest call's deadline: no timeout is longer.
     deadline: Duration,
+    /// The instance's requests and connections, counted in its budget.
+    in_flight: Arc<InFlight>,
+    /// Cancelled when the guest call in progress returns.
+    call: CancellationToken,
 }
 
 impl GuestHttp {
     /// Hooks for one instance.
-    pub fn new(outbound: Outbound, deadline: Duration) -> Self {
-        Self { outbound, deadline }
+    pub fn new(outbound: Outbound, deadline: Duration, in_flight: Arc<InFlight>) -> Self {
+        Self {
+            outbound,
+            deadline,
+            in_flight,
+            call: CancellationToken::new(),
+        }
+    }
+
+    /// Requests started from now on belong to the call that `call` ends.
+    pub fn begin_call(&mut self, call: CancellationToken) {
+        self.call = call;
     }
 }
 
@@ -50,13 +72,25 @@ impl WasiHttpHooks for GuestHttp {
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
         let outbound = self.outbound.clone();
         let timeouts = Timeouts::clamped(options, self.deadline);
+        // Counted now, while `handle` runs, so the next `handle` in the same call sees it.
+        let exchange = self.in_flight.exchange();
+        let connection = self.in_flight.connection();
+        let call = self.call.clone();
         Box::new(async move {
-            let (response, io) = send(request, &outbound, timeouts).await?;
+            let sending = send(request, &outbound, timeouts, connection, &exchange, &call);
+            let (response, io) = tokio::select! {
+                sent = sending => sent?,
+                () = call.cancelled() => return Err(Error::ConnectionTerminated),
+            };
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as IoFuture,
             ))
         })
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK_BYTES
     }
 }
 
@@ -93,6 +127,9 @@ async fn send(
     mut request: http::Request<WasiBody>,
     outbound: &Outbound,
     timeouts: Timeouts,
+    connection: Counted,
+    exchange: &Arc<Counted>,
+    call: &CancellationToken,
 ) -> Result<
     (
         http::Response<CappedBody>,
@@ -120,7 +157,7 @@ async fn send(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let addresses = resolve(&bare_host, port, timeouts.connect).await?;
+    let addresses = resolve(outbound, &bare_host, port, timeouts.connect).await?;
     let addresses: Vec<SocketAddr> = match &address_check {
         None => addresses,
         Some(check) => {
@@ -153,9 +190,11 @@ async fn send(
             Box::new(tls)
         }
     };
-    let (mut sender, connection) = tokio::time::timeout(
+    let (mut sender, driver) = tokio::time::timeout(
         timeouts.connect,
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)),
+        hyper::client::conn::http1::Builder::new()
+            .max_buf_size(RESPONSE_BUFFER_BYTES)
+            .handshake(hyper_util::rt::TokioIo::new(stream)),
     )
     .await
     .map_err(|_| Error::ConnectionTimeout)?
@@ -163,7 +202,16 @@ async fn send(
     // The request line carries only the path: this is no proxy.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
-    let io = async move { connection.await.map_err(Error::Hyper) };
+    // The connection is driven until the exchange ends or the guest call returns, and
+    // counted until then.
+    let call_ended = call.clone();
+    let io = async move {
+        let _counted = connection;
+        tokio::select! {
+            done = driver => done.map_err(Error::Hyper),
+            () = call_ended.cancelled() => Err(Error::ConnectionTerminated),
+        }
+    };
     let (io_result, response) = {
         let mut io = Box::pin(io);
         let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request));
@@ -182,7 +230,14 @@ async fn send(
     let response = response
         .map_err(|_| Error::ConnectionReadTimeout)?
         .map_err(Error::Hyper)?;
-    let response = response.map(|incoming| CappedBody::new(incoming, timeouts.between_bytes));
+    let response = response.map(|incoming| {
+        CappedBody::new(
+            incoming,
+            timeouts.between_bytes,
+            Arc::clone(exchange),
+            call.clone(),
+        )
+    });
     let io = async move {
         match io_result {
             Some(io) => io.await,
@@ -192,19 +247,30 @@ async fn send(
     Ok((response, io))
 }
 
-async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
+/// The addresses of `host` (an IP literal is itself; a name, already checked against
+/// the grants, is looked up on the lookup threads in one of the instance's slots).
+async fn resolve(
+    outbound: &Outbound,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, Error> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip.to_canonical(), port)]);
     }
-    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+    let found = outbound
+        .resolve(host, timeout.min(LOOKUP_TIMEOUT))
         .await
-        .map_err(|_| Error::DnsTimeout)?
-        .map_err(|e| Error::DnsError {
-            rcode: Some(e.to_string()),
-            info_code: None,
+        .map_err(|e| match e {
+            LookupError::TimedOut(_) => Error::DnsTimeout,
+            other => Error::DnsError {
+                rcode: Some(other.to_string()),
+                info_code: None,
+            },
         })?;
     let addresses: Vec<SocketAddr> = found
-        .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
         .collect();
     if addresses.is_empty() {
         return Err(Error::DestinationNotFound);
@@ -264,21 +330,32 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, Error> {
         .ok_or(Error::TlsProtocolError)
 }
 
-/// A response body with a between-bytes timeout and a size cap.
+/// A response body with a between-bytes timeout and a size cap, counted in the
+/// instance's budget until the guest drops it, and ended when the guest call that sent
+/// the request returns.
 pub struct CappedBody {
-    incoming: hyper::body::Incoming,
+    incoming: Option<hyper::body::Incoming>,
     between_bytes: Duration,
     idle: Pin<Box<tokio::time::Sleep>>,
     received: u64,
+    exchange: Option<Arc<Counted>>,
+    call: CancellationToken,
 }
 
 impl CappedBody {
-    fn new(incoming: hyper::body::Incoming, between_bytes: Duration) -> Self {
+    fn new(
+        incoming: hyper::body::Incoming,
+        between_bytes: Duration,
+        exchange: Arc<Counted>,
+        call: CancellationToken,
+    ) -> Self {
         Self {
-            incoming,
+            incoming: Some(incoming),
             between_bytes,
             idle: Box::pin(tokio::time::sleep(between_bytes)),
             received: 0,
+            exchange: Some(exchange),
+            call,
         }
     }
 }
@@ -291,8 +368,22 @@ impl Body for CappedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        match Pin::new(&mut self.incoming).poll_frame(cx) {
-            Poll::Ready(None) => Poll::Ready(None),
+        if self.call.is_cancelled() {
+            // The call that sent the request returned: what is left is not delivered.
+            self.incoming = None;
+            self.exchange = None;
+            return Poll::Ready(Some(Err(Error::ConnectionTerminated)));
+        }
+        let Some(incoming) = self.incoming.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(incoming).poll_frame(cx) {
+            Poll::Ready(None) => {
+                // Read whole: nothing more is held for it.
+                self.incoming = None;
+                self.exchange = None;
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::Hyper(e)))),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -315,10 +406,12 @@ impl Body for CappedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.incoming.is_end_stream()
+        self.incoming.as_ref().is_none_or(|i| i.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.incoming.size_hint()
+        self.incoming
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |i| i.size_hint())
     }
 }

@@ -26,12 +26,13 @@ use super::limits::{InstanceLimiter, MAX_TABLE_ELEMENTS};
 use super::outbound::Outbound;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::HostBudget;
+use super::guest_log::{GuestLog, LogTags};
 use super::outcome::{
     CallAbandoned, CallOutcome, GuestTrap, WaitedPastDeadline, classify, classify_trap,
 };
 use super::plugin::Plugin;
 use super::sandbox::wasi_context;
-use super::stdio::LogTags;
 use crate::config::{LimitSettings, SandboxSettings};
 
 /// Fuel granted per call when metering is on: effectively unlimited (metering only).
@@ -75,6 +76,8 @@ pub struct ProcessorInstance {
     fuel_metering: bool,
     serial: u64,
     last_call: CallStats,
+    /// Cancelled when the call in progress returns (a fresh token per call).
+    call: CancellationToken,
 }
 
 impl std::fmt::Debug for ProcessorInstance {
@@ -120,23 +123,26 @@ impl ProcessorInstance {
             shard: Arc::from(config.shard.shard_id.as_str()),
             generation: plugin.generation(),
         };
-        let outbound = Outbound::new(&config.sandbox.egress, &tags);
-        let wasi = wasi_context(&config.sandbox, &outbound, &tags).map_err(|e| {
+        let limits = &config.limits;
+        let log = Arc::new(GuestLog::new(tags, limits.log_rate, limits.log_burst));
+        let outbound = Outbound::new(&config.sandbox.egress, &log);
+        let wasi = wasi_context(&config.sandbox, &outbound, &log).map_err(|e| {
             InstantiateError::Sandbox {
                 shard: config.shard.shard_id.clone(),
                 reason: format!("{e:#}"),
             }
         })?;
-        let limiter = InstanceLimiter::new(config.limits.memory_bytes, MAX_TABLE_ELEMENTS);
+        let limiter = InstanceLimiter::new(limits.memory_bytes, MAX_TABLE_ELEMENTS);
+        let budget = HostBudget::new(limits.host_memory_bytes, limits.descriptors);
         let mut store = Store::new(
             engine.engine(),
-            HostState::new(wasi, limiter, outbound, config.limits.deadline, tags),
+            HostState::new(wasi, limiter, budget, outbound, limits.deadline, log),
         );
         store.limiter(|state| &mut state.limiter);
         let deadline_ticks = engine.deadline_ticks(config.limits.deadline);
         // Every tick asks the call's budget: deadline spent, lease lost, or run on.
-        store.epoch_deadline_callback(|mut store| store.data_mut().budget.tick());
-        store.data_mut().budget = CallBudget::new(deadline_ticks, None);
+        store.epoch_deadline_callback(|mut store| store.data_mut().call_budget.tick());
+        store.data_mut().call_budget = CallBudget::new(deadline_ticks, None);
         store.set_epoch_deadline(1);
         let fuel_metering = engine.settings().fuel_metering;
         if fuel_metering {
@@ -148,12 +154,16 @@ impl ProcessorInstance {
                 })?;
         }
         let deadline = config.limits.deadline;
-        let bindings = wasmtime_wasi::runtime::in_tokio(bounded(
+        // Start code runs as a call of its own: what it starts ends with it.
+        let start = CancellationToken::new();
+        store.data_mut().begin_call(start.clone());
+        let instantiated = wasmtime_wasi::runtime::in_tokio(bounded(
             deadline,
             None,
             plugin.pre().instantiate_async(&mut store),
-        ))
-        .map_err(|e| InstantiateError::Trap {
+        ));
+        start.cancel();
+        let bindings = instantiated.map_err(|e| InstantiateError::Trap {
             shard: config.shard.shard_id.clone(),
             trap: classify_trap(&e),
         })?;
@@ -167,6 +177,7 @@ impl ProcessorInstance {
             fuel_metering,
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             last_call: CallStats::default(),
+            call: CancellationToken::new(),
         })
     }
 
@@ -237,7 +248,9 @@ impl ProcessorInstance {
     /// call), the epoch deadline one tick ahead (it is relative to the current epoch),
     /// and the fuel; returns the start time.
     fn arm(&mut self, abandon: Option<&CancellationToken>) -> Instant {
-        self.store.data_mut().budget = CallBudget::new(self.deadline_ticks, abandon.cloned());
+        let state = self.store.data_mut();
+        state.call_budget = CallBudget::new(self.deadline_ticks, abandon.cloned());
+        state.begin_call(self.call.clone());
         self.store.set_epoch_deadline(1);
         if self.fuel_metering {
             // Cannot fail: metering is on for this engine.
@@ -252,6 +265,10 @@ impl ProcessorInstance {
         started: Instant,
         result: wasmtime::Result<Result<T, ProcessError>>,
     ) -> CallOutcome<T> {
+        // Outbound I/O the call started ends with it; the next call gets a new token.
+        let ended = std::mem::take(&mut self.call);
+        ended.cancel();
+        self.store.data().guest_log().flush_suppressed();
         let fuel = self
             .fuel_metering
             .then(|| FUEL_PER_CALL - self.store.get_fuel().unwrap_or(FUEL_PER_CALL));

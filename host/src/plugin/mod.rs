@@ -4,9 +4,13 @@
 
 #[allow(missing_docs)]
 pub mod bindings;
+pub mod budget;
 pub mod cache;
 pub mod call_budget;
 pub mod engine;
+pub mod guard_http;
+pub mod guard_wasi;
+pub mod guest_log;
 pub mod host;
 pub mod http;
 pub mod inspect;
@@ -18,6 +22,7 @@ pub mod outcome;
 #[allow(clippy::module_inception)]
 pub mod plugin;
 pub mod reload;
+pub mod resolver;
 pub mod sandbox;
 pub mod stdio;
 

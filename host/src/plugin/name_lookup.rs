@@ -1,5 +1,6 @@
 //! shoal's own `wasi:sockets/ip-name-lookup`, linked over wasmtime-wasi's (which can only
-//! switch lookup on or off): a guest resolves only names its grants cover, and every
+//! switch lookup on or off): a guest resolves only names its grants cover, on the lookup
+//! threads of [`super::resolver`] (bounded per instance, with a timeout), and every
 //! address a lookup returns is remembered so a connect to it is judged by that name.
 
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use wasmtime_wasi::p2::{DynPollable, Network, Pollable, subscribe};
 use wasmtime_wasi::runtime::AbortOnDropJoinHandle;
 
 use super::host::HostState;
+use super::resolver::{LOOKUP_TIMEOUT, LookupError};
 
 /// The interface as wasmtime-wasi 48 defines it; guests importing any 0.2.x version
 /// are linked to it by semver.
@@ -121,14 +123,18 @@ fn start_lookup(state: &HostState, name: String) -> Result<NameLookup, ErrorCode
         }
     };
     let handle = wasmtime_wasi::runtime::spawn(async move {
-        let addresses: Vec<IpAddr> = tokio::net::lookup_host((normal.as_str(), 0))
+        let addresses = outbound
+            .resolve(&normal, LOOKUP_TIMEOUT)
             .await
             .map_err(|e| {
                 tracing::debug!("name lookup of `{normal}` failed: {e}");
-                ErrorCode::NameUnresolvable
-            })?
-            .map(|a| a.ip().to_canonical())
-            .collect();
+                match e {
+                    LookupError::Failed(_) => ErrorCode::NameUnresolvable,
+                    LookupError::TimedOut(_) | LookupError::Unavailable => {
+                        ErrorCode::TemporaryResolverFailure
+                    }
+                }
+            })?;
         outbound.record_lookup(&normal, &addresses);
         Ok(addresses)
     });

@@ -1,6 +1,8 @@
 //! One instance's outbound I/O state: its grants, the addresses its name lookups returned,
 //! and the log of what it was refused (one warning per distinct refusal, naming the
-//! missing grant; repeats at debug level).
+//! missing grant, up to [`MAX_REMEMBERED_REFUSALS`] of them; repeats and the rest at
+//! debug level; warnings draw from the instance's log rate limit; every refusal counted
+//! in `shoal_guest_refusals_total`).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -8,31 +10,48 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime_wasi::sockets::SocketAddrUse;
 
-use super::stdio::LogTags;
+use super::guest_log::{GuestLog, LogTags};
 use crate::egress::{EgressGrants, LookedUp, Refusal};
+use crate::telemetry::metrics::{KindLabel, metrics};
 
-/// Distinct refusals remembered per instance before warnings stop being deduplicated.
-const MAX_REMEMBERED_REFUSALS: usize = 256;
+/// Distinct refusals that get a warning of their own, per instance; later distinct ones
+/// are logged at debug level (a guest varying its requests cannot flood the log).
+pub const MAX_REMEMBERED_REFUSALS: usize = 64;
 
-/// Shared by the socket check, the name lookup and (later) the HTTP sender of one
-/// instance. Cloning shares the state.
+/// Shared by the socket check, the name lookup and the HTTP sender of one instance.
+/// Cloning shares the state.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     grants: Arc<EgressGrants>,
     looked_up: LookedUp,
     refused: Arc<Mutex<HashSet<String>>>,
-    tags: LogTags,
+    log: Arc<GuestLog>,
+    /// The instance's lookups queued or running (see [`super::resolver`]).
+    lookup_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Outbound {
     /// The outbound state of a new instance.
-    pub fn new(grants: &EgressGrants, tags: &LogTags) -> Self {
+    pub fn new(grants: &EgressGrants, log: &Arc<GuestLog>) -> Self {
         Self {
             grants: Arc::new(grants.clone()),
             looked_up: LookedUp::default(),
             refused: Arc::default(),
-            tags: tags.clone(),
+            log: Arc::clone(log),
+            lookup_slots: super::resolver::instance_slots(),
         }
+    }
+
+    /// Resolve `name` (already checked against the grants) on the lookup threads, in one
+    /// of this instance's slots, waiting at most `timeout`.
+    pub async fn resolve(
+        &self,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<IpAddr>, super::resolver::LookupError> {
+        super::resolver::Resolver::global()
+            .lookup(name, &self.lookup_slots, timeout)
+            .await
     }
 
     /// The grants.
@@ -45,21 +64,25 @@ impl Outbound {
         self.looked_up.record(name, addresses);
     }
 
-    /// Log a refusal: a warning the first time this instance is refused this way.
+    /// Log a refusal: a warning the first time this instance is refused this way (while
+    /// the log rate allows), else a debug line; always counted.
     pub fn log_refusal(&self, refusal: &Refusal) {
+        metrics()
+            .guest_refusals
+            .get_or_create(&KindLabel {
+                kind: refusal.protocol.label(),
+            })
+            .inc();
         let first = {
             let mut seen = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-            if seen.len() >= MAX_REMEMBERED_REFUSALS {
-                seen.clear();
-            }
-            seen.insert(refusal.message.clone())
+            seen.len() < MAX_REMEMBERED_REFUSALS && seen.insert(refusal.message.clone())
         };
         let LogTags {
             stream,
             shard,
             generation,
-        } = &self.tags;
-        if first {
+        } = self.log.tags();
+        if first && self.log.admit() {
             tracing::warn!(target: "shoal::sandbox", stream = %stream, shard = %shard, generation, "guest {refusal}");
         } else {
             tracing::debug!(target: "shoal::sandbox", stream = %stream, shard = %shard, generation, "guest {refusal} (again)");
@@ -111,7 +134,7 @@ mod tests {
             shard: Arc::from("shardId-0"),
             generation: 1,
         };
-        Outbound::new(&grants, &tags)
+        Outbound::new(&grants, &Arc::new(GuestLog::new(tags, 100, 100)))
     }
 
     fn addr(text: &str) -> SocketAddr {

@@ -7,9 +7,11 @@
 
 use std::fmt;
 
+use wasmtime::component::ResourceTableError;
 use wasmtime::{Trap, WasmBacktrace};
 
 use super::bindings::ProcessError;
+use super::budget::HostRefused;
 use super::limits::{MemoryCapExceeded, TableCapExceeded};
 
 /// What one guest call came to.
@@ -66,6 +68,11 @@ pub enum TrapKind {
     MemoryCapExceeded,
     /// Arithmetic traps: division by zero, overflow, bad float→int conversion.
     Arithmetic,
+    /// The guest asked the host for more than its limits or grants allow, where the
+    /// interface has no error to answer with: a write past its stream's permit, a
+    /// resource past `plugin.limits.host_memory` (a full resource table included), a
+    /// `poll` of too many pollables, `wasi:http` without a `plugin.sandbox.http` grant.
+    HostRefused,
     /// The host abandoned a call because the lease was lost or fenced (a waiting guest at
     /// once, a computing one at the next epoch tick): the batch is not retried here
     /// (another worker owns the shard).
@@ -77,13 +84,14 @@ pub enum TrapKind {
 
 impl TrapKind {
     /// Every kind, in declaration order.
-    pub const ALL: [TrapKind; 8] = [
+    pub const ALL: [TrapKind; 9] = [
         TrapKind::Panic,
         TrapKind::OutOfBounds,
         TrapKind::StackOverflow,
         TrapKind::DeadlineExceeded,
         TrapKind::MemoryCapExceeded,
         TrapKind::Arithmetic,
+        TrapKind::HostRefused,
         TrapKind::Abandoned,
         TrapKind::Other,
     ];
@@ -97,6 +105,7 @@ impl TrapKind {
             TrapKind::DeadlineExceeded => "deadline-exceeded",
             TrapKind::MemoryCapExceeded => "memory-cap-exceeded",
             TrapKind::Arithmetic => "arithmetic",
+            TrapKind::HostRefused => "host-refused",
             TrapKind::Abandoned => "abandoned",
             TrapKind::Other => "other",
         }
@@ -136,6 +145,13 @@ pub fn classify_trap(error: &wasmtime::Error) -> GuestTrap {
         || error.downcast_ref::<TableCapExceeded>().is_some()
     {
         TrapKind::MemoryCapExceeded
+    } else if error.downcast_ref::<HostRefused>().is_some()
+        || matches!(
+            error.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    {
+        TrapKind::HostRefused
     } else if let Some(trap) = error.downcast_ref::<Trap>() {
         trap_kind(*trap)
     } else {
@@ -144,7 +160,10 @@ pub fn classify_trap(error: &wasmtime::Error) -> GuestTrap {
     let backtrace = error.downcast_ref::<WasmBacktrace>().map(format_backtrace);
     // The root cause first; wasmtime's context lines (e.g. "error while executing at
     // wasm backtrace") carry the backtrace, which is reported separately.
-    let message = error.root_cause().to_string();
+    let message = match error.downcast_ref::<ResourceTableError>() {
+        Some(ResourceTableError::Full) => "the instance's resource table is full: its host resources reached plugin.limits.host_memory (drop handles it no longer needs, or raise the limit)".to_string(),
+        _ => error.root_cause().to_string(),
+    };
     GuestTrap {
         kind,
         message,

@@ -12,14 +12,21 @@
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::outbound::Outbound;
-use super::stdio::{GuestStream, LogTags, TracingOutput};
+use std::sync::Arc;
+
+use super::guest_log::GuestLog;
+use super::stdio::{GuestStream, TracingOutput};
 use crate::config::{DirMode, SandboxSettings};
+
+/// Most bytes one `get-random-bytes` (or `get-insecure-random-bytes`) call returns; a
+/// larger request traps.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// A WASI context for one instance.
 pub fn wasi_context(
     sandbox: &SandboxSettings,
     outbound: &Outbound,
-    tags: &LogTags,
+    log: &Arc<GuestLog>,
 ) -> anyhow::Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
     let check = outbound.clone();
@@ -36,8 +43,11 @@ pub fn wasi_context(
         // FIFO with no writer) costs one pool thread, not the shard: the guest call is
         // still abandoned at its deadline.
         .allow_blocking_current_thread(false)
-        .stdout(TracingOutput::new(GuestStream::Stdout, tags.clone()))
-        .stderr(TracingOutput::new(GuestStream::Stderr, tags.clone()));
+        .stdout(TracingOutput::new(GuestStream::Stdout, Arc::clone(log)))
+        .stderr(TracingOutput::new(GuestStream::Stderr, Arc::clone(log)))
+        // wasmtime-wasi's default lets one call make the host generate and copy 64 MiB
+        // byte by byte; a guest that needs more asks in several calls.
+        .max_random_size(MAX_RANDOM_BYTES);
     for (key, value) in &sandbox.env {
         builder.env(key, value);
     }

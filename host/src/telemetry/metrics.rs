@@ -96,6 +96,16 @@ pub struct Metrics {
     pub batches_dead_lettered: Counter,
     /// Instances replaced after a batch because their memory grew above `recycle_above`.
     pub instances_recycled: Counter,
+    /// Guest log lines (`log`, stdout, stderr, refusal warnings) over an instance's
+    /// `plugin.limits.log_rate`, not logged.
+    pub guest_log_lines_suppressed: Counter,
+    /// Outbound I/O a guest was refused, by kind (`http`, `tcp`, `udp`, `name-lookup`).
+    pub guest_refusals: Family<KindLabel, Counter>,
+    /// Guest requests refused because they would pass a host limit, by limit
+    /// (`host_memory`, `descriptors`, `write_permit`, `poll_list`, `grant`).
+    pub guest_limit_refusals: Family<KindLabel, Counter>,
+    /// Log lines dropped because stderr did not take them fast enough.
+    pub log_lines_dropped: Counter,
     /// The plugin generation in use.
     pub plugin_generation: Gauge,
     /// Plugin reloads by outcome (`accepted`, `rejected`).
@@ -171,6 +181,10 @@ impl Metrics {
             batches_poisoned: Counter::default(),
             batches_dead_lettered: Counter::default(),
             instances_recycled: Counter::default(),
+            guest_log_lines_suppressed: Counter::default(),
+            guest_refusals: Family::default(),
+            guest_limit_refusals: Family::default(),
+            log_lines_dropped: Counter::default(),
             plugin_generation: Gauge::default(),
             plugin_reloads: Family::default(),
             leases_held: Gauge::default(),
@@ -273,6 +287,26 @@ impl Metrics {
             m.instances_recycled.clone(),
         );
         r.register(
+            "guest_log_lines_suppressed",
+            "Guest log lines (log import, stdout, stderr, sandbox refusal warnings) over an instance's plugin.limits.log_rate, counted and not logged",
+            m.guest_log_lines_suppressed.clone(),
+        );
+        r.register(
+            "guest_refusals",
+            "Outbound I/O a processor was refused by its grants, by kind (http, tcp, udp, name-lookup)",
+            m.guest_refusals.clone(),
+        );
+        r.register(
+            "guest_limit_refusals",
+            "Processor requests refused because they would pass a host limit, by limit (host_memory, descriptors, write_permit, poll_list, grant)",
+            m.guest_limit_refusals.clone(),
+        );
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log output (stderr) did not take them fast enough",
+            m.log_lines_dropped.clone(),
+        );
+        r.register(
             "plugin_generation",
             "The plugin generation in use (1 at start, +1 per accepted reload)",
             m.plugin_generation.clone(),
@@ -328,6 +362,14 @@ impl Metrics {
         }
         for kind in ["refused", "fenced"] {
             self.leases_lost.get_or_create_owned(&KindLabel { kind });
+        }
+        for kind in crate::egress::Protocol::ALL {
+            self.guest_refusals
+                .get_or_create_owned(&KindLabel { kind: kind.label() });
+        }
+        for kind in crate::plugin::budget::Limit::ALL {
+            self.guest_limit_refusals
+                .get_or_create_owned(&KindLabel { kind: kind.key() });
         }
         for outcome in ["accepted", "rejected"] {
             self.plugin_reloads

@@ -2,8 +2,9 @@
 //! readiness state served with them over HTTP.
 
 pub mod health;
+pub mod log_writer;
 pub mod logs;
 pub mod metrics;
 pub mod server;
 
-pub use logs::init;
+pub use logs::{flush, init};
