@@ -1,5 +1,6 @@
 //! Outbound HTTP from a guest (`wasi:http`, the `http-sink` processor) against a real
-//! local server: a granted endpoint receives each batch with its idempotency key; an
+//! local server: a granted endpoint receives each batch with its idempotency key; a
+//! guest with no HTTP grant at all traps at its first HTTP resource, naming the key; an
 //! endpoint that is not granted (by name, by IP literal, or as a redirect target) is
 //! refused with the missing grant named and never reached; a 500 is retried; a server
 //! that stalls ends in a timeout the guest sees, within its deadline. The Python and
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use shoal::config::{LimitSettings, SandboxSettings};
 use shoal::egress::parse_http;
 use shoal::plugin::bindings::CheckpointDirective;
-use shoal::plugin::{CallOutcome, GuestError, ProcessorInstance};
+use shoal::plugin::{CallOutcome, GuestError, ProcessorInstance, TrapKind};
 
 use crate::fixtures::*;
 use crate::guest_log;
@@ -73,6 +74,36 @@ fn post_batch_with(
     instance.process(&batch(1, &["first", "second"]))
 }
 
+/// Without any `plugin.sandbox.http` entry no HTTP resource exists: the guest's first
+/// one (its request headers) traps `host-refused`, naming the key to add, and nothing
+/// reaches the server.
+fn assert_no_http_without_a_grant(path: &Path, server: &HttpServer) {
+    let before = server.received().len();
+    let outcome = post_batch_with(
+        path,
+        SandboxSettings::default(),
+        &server.url("/ingest"),
+        5000,
+        Duration::from_secs(20),
+    );
+    match outcome {
+        CallOutcome::Trap(trap) => {
+            assert_eq!(trap.kind, TrapKind::HostRefused, "{trap}");
+            assert!(
+                trap.message.contains("grants it no HTTP destination")
+                    && trap.message.contains("plugin.sandbox.http"),
+                "{trap}"
+            );
+        }
+        other => panic!("not granted: expected a host-refused trap, got {other:?}"),
+    }
+    assert_eq!(
+        server.received().len(),
+        before,
+        "a request reached the server"
+    );
+}
+
 fn refusals() -> Vec<String> {
     guest_log::of(SHARD)
         .into_iter()
@@ -85,9 +116,12 @@ fn refusals() -> Vec<String> {
 fn an_endpoint_that_is_not_granted_is_refused_and_never_reached() {
     guest_log::install();
     let server = HttpServer::start(Mode::Ok);
-    // Nothing granted.
+    // Nothing granted: no wasi:http resource exists, the first one traps naming the key.
+    assert_no_http_without_a_grant(&plugin_path("http_sink"), &server);
+    // Granted elsewhere: the request is refused, naming the entry that would grant it.
+    let elsewhere = grants(&[format!("http://127.0.0.2:{}", server.addr.port())]);
     let outcome = post_batch(
-        SandboxSettings::default(),
+        elsewhere,
         &server.url("/ingest"),
         5000,
         Duration::from_secs(10),
@@ -253,17 +287,7 @@ fn keeps_the_http_sink_contract(path: &Path) {
         ]
     );
 
-    let outcome = post_batch_with(
-        path,
-        SandboxSettings::default(),
-        &server.url("/ingest"),
-        5000,
-        deadline,
-    );
-    match outcome {
-        CallOutcome::GuestError(GuestError::Fatal(m)) => assert!(m.contains("denied"), "{m}"),
-        other => panic!("not granted: expected a fatal refusal, got {other:?}"),
-    }
+    assert_no_http_without_a_grant(path, &server);
     assert_eq!(
         server.received().len(),
         1,

@@ -2,6 +2,7 @@
 //! (re-armed for every call), fuel metering (reported, not enforced), both allocators,
 //! and the compiled-artifact cache.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal::config::{LimitSettings, SandboxSettings};
@@ -390,4 +391,151 @@ async fn an_instance_grown_past_recycle_above_is_replaced_after_the_batch() {
         .await
         .expect("not cancelled");
     assert!(low.recycle_if_grown().await.is_some(), "grew: recycled");
+}
+
+/// `shoal replay` of the hand-written component with four memories (each `process` grows
+/// three of them by `pages` 64 KiB pages), under a 32 MiB cap, with or without the
+/// pooling allocator: its stdout.
+fn replay_many_memories(pages: u32, pooling: bool) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = include_str!("components/many_memories.wat").replace("PAGES", &pages.to_string());
+    let wasm = wat::parse_str(&text).expect("the component text parses");
+    let plugin = dir.path().join("many_memories.wasm");
+    std::fs::write(&plugin, wasm).expect("component");
+    let config = dir.path().join("replay.toml");
+    std::fs::write(
+        &config,
+        format!("[engine]\npooling = {pooling}\n[plugin]\npath = \"ignored.wasm\"\n[plugin.limits]\nmemory = \"32MiB\"\ndeadline = \"5s\"\n[plugin.failure]\nmax_attempts = 1\n"),
+    )
+    .expect("config");
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"partition_key\":\"k\",\"data\":\"one\"}\n").expect("input");
+    // `SHOAL_HOSTILE_BINARY` runs it against another build, as the hostile suite.
+    let binary = std::env::var_os("SHOAL_HOSTILE_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_shoal").into());
+    let out = std::process::Command::new(binary)
+        .env(
+            "SHOAL_CACHE_DIR",
+            repo_root().join("target/shoal-test-cache"),
+        )
+        .args(["replay", "--plugin"])
+        .arg(&plugin)
+        .arg("--input")
+        .arg(&input)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run shoal replay");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))
+}
+
+/// Finding: the memory cap was per memory. A component gets as many memories as its core
+/// modules define (four with pooling, wasmtime's 10,000 without), and each was capped on
+/// its own, so three memories of 12.5 MiB passed a 32 MiB cap together. Now the cap holds
+/// for the sum of all memories (and tables) of the instance, pooling or not, and the same
+/// component within the cap runs.
+#[test]
+fn the_memory_cap_holds_for_every_memory_of_a_component_together() {
+    for pooling in [true, false] {
+        let over = replay_many_memories(200, pooling);
+        assert!(
+            over.contains("trap memory-cap-exceeded")
+                && over.contains("in all memories and tables, limit is 33554432 bytes"),
+            "pooling {pooling}: three memories of 12.5 MiB under a 32 MiB cap:\n{over}"
+        );
+        let within = replay_many_memories(100, pooling);
+        assert!(
+            within.contains(": ok batch-end"),
+            "pooling {pooling}: three memories of 6.25 MiB under a 32 MiB cap:\n{within}"
+        );
+    }
+}
+
+/// The one file in a cache directory.
+fn only_entry(dir: &std::path::Path) -> std::path::PathBuf {
+    let entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries[0].clone()
+}
+
+/// Finding: cache paths were checked by path, then opened by path again, so whoever can
+/// rename a parent of the cache could swap in another directory between the check and
+/// the read, and have another plugin's native code loaded under this plugin's name. Now
+/// the directory is opened once and every entry read relative to that handle, without
+/// following links: a directory put in its place later, holding another plugin's valid
+/// artifact under this plugin's entry name, is never read, and an entry that is a
+/// symlink is compiled afresh.
+#[test]
+fn the_cache_reads_entries_only_through_the_directory_it_opened() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let cache = parent.path().join("cache");
+    let engine = engine_with(|s| s.cache_dir = Some(cache.clone()));
+    let checksum = plugin_path("checksum");
+    assert_eq!(
+        engine.load_file(&checksum, 1).expect("loads").source(),
+        ArtifactSource::Compiled
+    );
+    let entry = only_entry(&cache);
+
+    // Another plugin's artifact, valid for this engine, compiled into a cache of its own.
+    let other_cache = parent.path().join("other");
+    let other = engine_with(|s| s.cache_dir = Some(other_cache.clone()));
+    other
+        .load_file(&plugin_path("misbehave"), 1)
+        .expect("loads");
+    let planted = only_entry(&other_cache);
+
+    // The cache directory is moved away, and a private directory takes its path with the
+    // other artifact under checksum's entry name.
+    std::fs::rename(&cache, parent.path().join("moved")).expect("rename");
+    std::fs::create_dir(&cache).expect("mkdir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    std::fs::copy(&planted, cache.join(entry.file_name().expect("name"))).expect("plant");
+
+    let plugin = Arc::new(engine.load_file(&checksum, 2).expect("loads"));
+    assert_eq!(
+        plugin.source(),
+        ArtifactSource::Cached,
+        "read from the directory the engine opened (now moved)"
+    );
+    // It is checksum's code that runs: misbehave would fail this record.
+    let mut instance = ProcessorInstance::new(
+        &engine,
+        &plugin,
+        &instance_config("shardId-cache", SandboxSettings::default(), test_limits()),
+    )
+    .expect("instance");
+    assert!(matches!(instance.initialize(&[]), CallOutcome::Ok(())));
+    assert!(
+        matches!(
+            instance.process(&batch(1, &["misbehave:fatal"])),
+            CallOutcome::Ok(_)
+        ),
+        "the planted artifact was loaded"
+    );
+
+    // An entry that is a symlink (here, to a valid artifact) is not followed.
+    let fresh_parent = tempfile::tempdir().expect("tempdir");
+    let fresh = fresh_parent.path().join("cache");
+    let engine = engine_with(|s| s.cache_dir = Some(fresh.clone()));
+    engine.load_file(&checksum, 1).expect("loads");
+    let entry = only_entry(&fresh);
+    let target = fresh_parent.path().join("artifact");
+    std::fs::rename(&entry, &target).expect("move");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&target, &entry).expect("symlink");
+    assert_eq!(
+        engine.load_file(&checksum, 2).expect("loads").source(),
+        ArtifactSource::Compiled,
+        "a symlinked entry is not loaded"
+    );
 }

@@ -4,6 +4,7 @@
 mod cluster;
 mod conformance;
 mod emulators;
+mod fake_dns;
 mod fixtures;
 mod guest_log;
 mod http_server;
@@ -16,6 +17,7 @@ mod directives;
 mod fan_out;
 mod fault_proxy;
 mod faults;
+mod hostile;
 mod hot_swap;
 mod http;
 mod http_sinks;
