@@ -27,7 +27,8 @@ use wasmtime_wasi_http::p2::{HttpError, HttpResult};
 use wasmtime_wasi_http::{FieldMap, RequestOptions, WasiHttpView};
 
 use super::budget::{
-    BODY_BUFFER_BYTES, ENTRY_BYTES, FIELDS_BYTES, HostRefused, IN_FLIGHT_BYTES, Limit, STREAM_BYTES,
+    BODY_BUFFER_BYTES, ENTRY_BYTES, FIELDS_CHARGE, HostRefused, IN_FLIGHT_BYTES, Limit,
+    STREAM_BYTES,
 };
 use super::guard_wasi::said;
 use super::host::HostState;
@@ -35,8 +36,8 @@ use super::host::HostState;
 const HTTP_TYPES: &str = "wasi:http/types@0.2.12";
 const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler@0.2.12";
 
-/// A `fields` map: its entry and its size limit.
-const FIELDS: usize = FIELDS_BYTES + ENTRY_BYTES;
+/// A `fields` map: its entry and its charge.
+const FIELDS: usize = FIELDS_CHARGE + ENTRY_BYTES;
 
 /// Replace the checked functions in `linker` (call after adding wasi:http).
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -198,7 +199,7 @@ fn admit_in_flight(
     let unsent = match table.get(request) {
         Ok(r) => {
             ENTRY_BYTES
-                + FIELDS_BYTES
+                + FIELDS_CHARGE
                 + if r.body.is_some() {
                     BODY_BUFFER_BYTES
                 } else {
