@@ -227,10 +227,7 @@ impl Host {
         .expect("shard");
         let victim: String = (0..3000).map(|n| record(&format!("1-{n}"))).collect();
         std::fs::write(dir.path().join(format!("stream/{VICTIM}.jsonl")), victim).expect("shard");
-        let metrics = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .to_string();
+        let metrics = crate::operate::free_address();
         let scratch = if setup.scratch_dir {
             "dirs = [{ host = \"scratch\", guest = \"/scratch\", mode = \"read-write\" }]\n"
         } else {
@@ -531,17 +528,7 @@ fn record(data: &str) -> String {
 
 /// `GET /metrics`, or `None` if nothing answered.
 fn scrape(address: &str) -> Option<String> {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response.split_once("\r\n\r\n")?.1.to_string())
+    crate::operate::get(address, "/metrics").map(|(_, body)| body)
 }
 
 /// One attack on a fresh host: start, baseline, attack, observe.

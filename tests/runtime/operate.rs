@@ -18,13 +18,13 @@ use crate::fixtures::{repo_root, test_python};
 const LEASE: Duration = Duration::from_millis(2000);
 
 /// A free port on loopback (bound, then released for the worker to take).
-fn free_address() -> String {
+pub fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").to_string()
 }
 
 /// `GET path` over HTTP/1.1: (status, body); `None` if nothing answered.
-fn get(address: &str, path: &str) -> Option<(u16, String)> {
+pub fn get(address: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(address).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

@@ -283,6 +283,13 @@ impl HostBudget {
         what: &str,
     ) -> Result<(), HostRefused> {
         let usage = self.usage(table);
+        self.fits(usage, bytes, what)?;
+        self.rebalance_after(table, usage, bytes);
+        Ok(())
+    }
+
+    /// Whether `bytes` more fit beside `usage`, else the refusal naming the limit.
+    fn fits(&self, usage: Usage, bytes: usize, what: &str) -> Result<(), HostRefused> {
         if usage.bytes.saturating_add(bytes) > self.host_memory {
             return Err(HostRefused::new(
                 Limit::HostMemory,
@@ -293,7 +300,6 @@ impl HostBudget {
                 ),
             ));
         }
-        self.rebalance_after(table, usage, bytes);
         Ok(())
     }
 
@@ -314,16 +320,7 @@ impl HostBudget {
                 ),
             ));
         }
-        if usage.bytes.saturating_add(bytes) > self.host_memory {
-            return Err(HostRefused::new(
-                Limit::HostMemory,
-                format!(
-                    "refused {what} ({} KiB): the instance already holds {usage} on the host, and plugin.limits.host_memory is {} KiB",
-                    bytes.div_ceil(1024),
-                    self.host_memory / 1024
-                ),
-            ));
-        }
+        self.fits(usage, bytes, what)?;
         self.rebalance_after(table, usage, bytes);
         Ok(())
     }

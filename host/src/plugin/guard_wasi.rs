@@ -13,8 +13,8 @@
 //!   `new-socket-limit` (sockets).
 //! - `tcp-socket.finish-connect`: its two streams within host memory.
 //!
-//! Every refusal is logged once per call site through the instance's log rate limit and
-//! counted in `shoal_guest_limit_refusals_total`.
+//! Every refusal is logged (within the instance's log rate, naming the limit) and counted
+//! in `shoal_guest_limit_refusals_total`.
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, WasmList};

@@ -58,7 +58,8 @@ struct Job {
 
 /// A pool of lookup threads.
 pub struct Resolver {
-    jobs: Mutex<Option<Sender<Job>>>,
+    /// `None` if no thread could be started.
+    jobs: Option<Sender<Job>>,
 }
 
 impl Resolver {
@@ -78,7 +79,7 @@ impl Resolver {
             }
         }
         Self {
-            jobs: Mutex::new((started > 0).then_some(tx)),
+            jobs: (started > 0).then_some(tx),
         }
     }
 
@@ -107,12 +108,9 @@ impl Resolver {
                 reply,
                 _slot: slot,
             };
-            {
-                let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-                let sent = jobs.as_ref().map(|tx| tx.send(job));
-                if !matches!(sent, Some(Ok(()))) {
-                    return Err(LookupError::Unavailable);
-                }
+            let sent = self.jobs.as_ref().map(|tx| tx.send(job));
+            if !matches!(sent, Some(Ok(()))) {
+                return Err(LookupError::Unavailable);
             }
             match answer.await {
                 Ok(result) => result.map_err(LookupError::Failed),
