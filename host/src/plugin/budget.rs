@@ -4,21 +4,26 @@
 //! lookups) and `plugin.limits.descriptors` (files and directories the guest opened, its
 //! sockets, its HTTP connections).
 //!
-//! The budget is measured, not tracked: [`HostBudget::usage`] walks the instance's
-//! resource table and charges each entry by its type at the most it can hold (a stream
-//! its 64 KiB buffer, a `fields` its size limit, an unsent request its headers and body
-//! buffer), plus the requests in flight, which the HTTP sender counts itself. Every
-//! import that creates something that holds more than a table entry asks first
-//! ([`HostBudget::admit`]), and the table's capacity is kept at what the rest of the
-//! budget buys in plain entries ([`HostBudget::rebalance`]), so the sum stays within
-//! `host_memory` whatever mix the guest asks for. A refusal is [`HostRefused`]: an error
-//! the guest sees where its interface has one, else a `host-refused` trap.
+//! The budget is split once, when the instance is built: a fixed share buys plain
+//! resource-table entries ([`HostBudget::table_capacity`] of them, at [`ENTRY_BYTES`]
+//! each; the table's capacity is set to it and never raised, so a slot freed and reused
+//! still counts within it), and the rest pays for what an entry holds beyond itself. That
+//! part is measured, not tracked: [`HostBudget::usage`] walks the resource table and
+//! charges each entry by its type at the most it can hold (a stream its 64 KiB buffer, a
+//! `fields` twice its size limit, an unsent request its headers, body buffer and
+//! trailers), plus the requests in flight, which the HTTP sender counts itself. Every
+//! import that creates something holding more than a table entry asks first
+//! ([`HostBudget::admit`]), so the sum stays within `host_memory` whatever mix the guest
+//! asks for. A refusal is [`HostRefused`]: an error the guest sees where its interface has
+//! one, else a `host-refused` trap.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::p2::bindings::filesystem::types::DirectoryEntryStream;
 use wasmtime_wasi::p2::bindings::sockets::{tcp::TcpSocket, udp::UdpSocket};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
@@ -39,7 +44,7 @@ pub const FIELDS_BYTES: usize = 64 << 10;
 /// What one `fields` map is charged: a map full to its limit takes more than its content
 /// in memory (the header map's own tables, one allocation per value). Charged at its
 /// limit, 247 maps of 60 KiB of 1 KiB values grew the host by 22 MiB in the hostile suite;
-/// at twice it, by 13 MiB under the 16 MiB default.
+/// at twice it, by 12–13 MiB under the 16 MiB default.
 pub const FIELDS_CHARGE: usize = 2 * FIELDS_BYTES;
 /// Largest write into an outgoing HTTP body.
 pub const BODY_CHUNK_BYTES: usize = 64 << 10;
@@ -47,9 +52,15 @@ pub const BODY_CHUNK_BYTES: usize = 64 << 10;
 pub const BODY_BUFFER_BYTES: usize = 2 * BODY_CHUNK_BYTES;
 /// The read buffer of one HTTP connection (hyper's `max_buf_size`).
 pub const RESPONSE_BUFFER_BYTES: usize = 64 << 10;
-/// A request in flight: its body buffer, the connection's read buffer and one response
-/// frame waiting for the guest.
-pub const IN_FLIGHT_BYTES: usize = BODY_BUFFER_BYTES + 2 * RESPONSE_BUFFER_BYTES;
+/// An unsent request: its headers, its body buffer once it has a body, and the trailers
+/// `outgoing-body.finish` may move into that body.
+pub const UNSENT_REQUEST_BYTES: usize = FIELDS_CHARGE + BODY_BUFFER_BYTES + FIELDS_CHARGE;
+/// A request in flight: its body buffer and trailers, the connection's read buffer and
+/// one response frame waiting for the guest.
+pub const IN_FLIGHT_BYTES: usize = BODY_BUFFER_BYTES + FIELDS_CHARGE + 2 * RESPONSE_BUFFER_BYTES;
+/// The share of `host_memory` that buys plain resource-table entries: one eighth (4,096
+/// entries of 512 bytes under the 16 MiB default).
+pub const TABLE_SHARE: usize = 8;
 /// A directory listing (`read-directory` reads a directory whole) is charged this much,
 /// and an instance may keep [`MAX_DIRECTORY_STREAMS`] of them at once.
 pub const DIRECTORY_LISTING_BYTES: usize = 64 << 10;
@@ -215,6 +226,10 @@ pub struct HostBudget {
     host_memory: usize,
     descriptors: usize,
     in_flight: Arc<InFlight>,
+    /// Table slots of the directories the guest opened itself (`open-at`): the only
+    /// directory entries that hold a descriptor of their own (a preopen handed out by
+    /// `get-directories` is another handle on the instance's one descriptor).
+    opened_dirs: Arc<Mutex<HashSet<u32>>>,
 }
 
 impl HostBudget {
@@ -224,7 +239,32 @@ impl HostBudget {
             host_memory: host_memory.max(MIN_HOST_MEMORY),
             descriptors,
             in_flight: Arc::default(),
+            opened_dirs: Arc::default(),
         }
+    }
+
+    /// How many entries the resource table may hold: set once, never raised.
+    pub fn table_capacity(&self) -> usize {
+        self.host_memory / TABLE_SHARE / ENTRY_BYTES
+    }
+
+    /// What is held whatever the guest does: the log line buffers, the remembered
+    /// lookups, and the table's share.
+    fn reserved(&self) -> usize {
+        RESERVED_BYTES + self.table_capacity() * ENTRY_BYTES
+    }
+
+    /// Give the table its capacity (when the instance is built).
+    pub fn size_table(&self, table: &mut ResourceTable) {
+        table.set_max_capacity(self.table_capacity());
+    }
+
+    /// The guest opened a directory at table slot `rep`: it holds a descriptor.
+    pub fn opened_dir(&self, rep: u32) {
+        self.opened_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rep);
     }
 
     /// The requests in flight, shared with the HTTP sender.
@@ -240,27 +280,30 @@ impl HostBudget {
     /// What the instance holds now (one pass over its resource table).
     pub fn usage(&self, table: &mut ResourceTable) -> Usage {
         let mut usage = Usage {
-            bytes: RESERVED_BYTES + self.in_flight.exchanges() * IN_FLIGHT_BYTES,
+            bytes: self.reserved() + self.in_flight.exchanges() * IN_FLIGHT_BYTES,
             descriptors: self.in_flight.connections(),
             ..Usage::default()
         };
         for entry in table.iter_mut() {
             let entry: &dyn std::any::Any = entry;
             usage.entries += 1;
-            usage.bytes += ENTRY_BYTES;
             if entry.is::<DynInputStream>() || entry.is::<DynOutputStream>() {
                 usage.bytes += STREAM_BYTES;
             } else if entry.is::<FieldMap>() {
                 usage.bytes += FIELDS_CHARGE;
             } else if let Some(request) = entry.downcast_ref::<HostOutgoingRequest>() {
-                usage.bytes += FIELDS_CHARGE;
-                if request.body.is_some() {
-                    usage.bytes += BODY_BUFFER_BYTES;
-                }
+                usage.bytes += if request.body.is_some() {
+                    UNSENT_REQUEST_BYTES
+                } else {
+                    FIELDS_CHARGE
+                };
             } else if entry.is::<DirectoryEntryStream>() {
                 usage.bytes += DIRECTORY_LISTING_BYTES;
                 usage.directory_streams += 1;
-            } else if entry.is::<wasmtime_wasi::filesystem::Descriptor>() {
+            } else if matches!(
+                entry.downcast_ref::<Descriptor>(),
+                Some(Descriptor::File(_))
+            ) {
                 usage.descriptors += 1;
             } else if entry.is::<TcpSocket>() || entry.is::<UdpSocket>() {
                 usage.descriptors += 1;
@@ -270,6 +313,15 @@ impl HostBudget {
                 }
             }
         }
+        // Directories the guest opened, still at their slot (a slot since freed, or reused
+        // by something else, no longer counts).
+        let mut opened = self.opened_dirs.lock().unwrap_or_else(|p| p.into_inner());
+        opened.retain(|rep| {
+            table.get_any_mut(*rep).is_ok_and(|entry| {
+                matches!(entry.downcast_ref::<Descriptor>(), Some(Descriptor::Dir(_)))
+            })
+        });
+        usage.descriptors += opened.len();
         usage
     }
 
@@ -283,9 +335,7 @@ impl HostBudget {
         what: &str,
     ) -> Result<(), HostRefused> {
         let usage = self.usage(table);
-        self.fits(usage, bytes, what)?;
-        self.rebalance_after(table, usage, bytes);
-        Ok(())
+        self.fits(usage, bytes, what)
     }
 
     /// Whether `bytes` more fit beside `usage`, else the refusal naming the limit.
@@ -320,9 +370,7 @@ impl HostBudget {
                 ),
             ));
         }
-        self.fits(usage, bytes, what)?;
-        self.rebalance_after(table, usage, bytes);
-        Ok(())
+        self.fits(usage, bytes, what)
     }
 
     /// Admit one more directory listing, or refuse.
@@ -342,21 +390,6 @@ impl HostBudget {
             "a directory listing",
         )
     }
-
-    /// Set the table's capacity to its entries plus what the rest of the budget buys in
-    /// plain entries, so entries that no import asks for (pollables, errors, handles) can
-    /// never take the instance past `host_memory` either. Call before every guest call.
-    pub fn rebalance(&self, table: &mut ResourceTable) {
-        let usage = self.usage(table);
-        self.rebalance_after(table, usage, 0);
-    }
-
-    fn rebalance_after(&self, table: &mut ResourceTable, usage: Usage, admitted: usize) {
-        let left = self
-            .host_memory
-            .saturating_sub(usage.bytes.saturating_add(admitted));
-        table.set_max_capacity(usage.entries + left / ENTRY_BYTES);
-    }
 }
 
 #[cfg(test)]
@@ -370,20 +403,18 @@ mod tests {
     }
 
     #[test]
-    fn usage_charges_each_entry_by_its_type() {
+    fn usage_charges_each_entry_by_its_type_beyond_the_tables_share() {
         let budget = HostBudget::new(16 * MIB, 8);
+        assert_eq!(budget.table_capacity(), 4096);
         let mut table = ResourceTable::new();
         let empty = budget.usage(&mut table);
-        assert_eq!(empty.bytes, RESERVED_BYTES);
+        assert_eq!(empty.bytes, RESERVED_BYTES + 4096 * ENTRY_BYTES);
         assert_eq!((empty.entries, empty.descriptors), (0, 0));
         table.push(fields()).expect("push");
         table.push(42u32).expect("push");
         let usage = budget.usage(&mut table);
         assert_eq!(usage.entries, 2);
-        assert_eq!(
-            usage.bytes,
-            RESERVED_BYTES + 2 * ENTRY_BYTES + FIELDS_CHARGE
-        );
+        assert_eq!(usage.bytes, budget.reserved() + FIELDS_CHARGE);
     }
 
     #[test]
@@ -394,19 +425,19 @@ mod tests {
         let body_side = Arc::clone(&exchange);
         let connection = budget.in_flight().connection();
         let usage = budget.usage(&mut table);
-        assert_eq!(usage.bytes, RESERVED_BYTES + IN_FLIGHT_BYTES);
+        assert_eq!(usage.bytes, budget.reserved() + IN_FLIGHT_BYTES);
         assert_eq!(usage.descriptors, 1);
         drop(connection);
         drop(exchange);
         assert_eq!(
             budget.usage(&mut table).bytes,
-            RESERVED_BYTES + IN_FLIGHT_BYTES
+            budget.reserved() + IN_FLIGHT_BYTES
         );
         drop(body_side);
         assert_eq!(
             budget.usage(&mut table),
             Usage {
-                bytes: RESERVED_BYTES,
+                bytes: budget.reserved(),
                 ..Usage::default()
             }
         );
@@ -416,18 +447,15 @@ mod tests {
     fn admission_refuses_what_would_pass_host_memory_and_names_the_limit() {
         let budget = HostBudget::new(MIB, 8);
         let mut table = ResourceTable::new();
+        budget.size_table(&mut table);
         let mut admitted = 0;
-        while budget
-            .admit(&mut table, FIELDS_CHARGE + ENTRY_BYTES, "a fields")
-            .is_ok()
-        {
+        while budget.admit(&mut table, FIELDS_CHARGE, "a fields").is_ok() {
             table.push(fields()).expect("push");
             admitted += 1;
         }
-        let expected = (MIB - RESERVED_BYTES) / (FIELDS_CHARGE + ENTRY_BYTES);
-        assert_eq!(admitted, expected);
+        assert_eq!(admitted, (MIB - budget.reserved()) / FIELDS_CHARGE);
         let err = budget
-            .admit(&mut table, FIELDS_CHARGE + ENTRY_BYTES, "a fields")
+            .admit(&mut table, FIELDS_CHARGE, "a fields")
             .unwrap_err();
         assert_eq!(err.limit, Limit::HostMemory);
         assert!(
@@ -438,21 +466,32 @@ mod tests {
     }
 
     #[test]
-    fn plain_entries_get_only_what_the_budget_leaves() {
+    fn the_table_never_holds_more_than_its_share_even_through_freed_slots() {
         let budget = HostBudget::new(MIB, 8);
         let mut table = ResourceTable::new();
-        budget.rebalance(&mut table);
-        let mut pushed = 0;
-        while table.push(0u8).is_ok() {
-            pushed += 1;
+        budget.size_table(&mut table);
+        let fill = |table: &mut ResourceTable| {
+            let mut pushed = Vec::new();
+            while let Ok(entry) = table.push(0u8) {
+                pushed.push(entry);
+            }
+            pushed
+        };
+        let first = fill(&mut table);
+        assert_eq!(first.len(), budget.table_capacity());
+        // Freed slots are reused without a capacity check: since the capacity is never
+        // raised, the table still holds no more than its share.
+        for entry in first {
+            table.delete(entry).expect("delete");
         }
-        assert_eq!(pushed, (MIB - RESERVED_BYTES) / ENTRY_BYTES);
-        // A full table refuses every costly thing too.
-        assert!(budget.admit(&mut table, FIELDS_BYTES, "a fields").is_err());
+        assert_eq!(fill(&mut table).len(), budget.table_capacity());
+        // What an entry holds beyond itself is admitted from the rest of the budget,
+        // which a full table does not touch.
+        assert!(budget.admit(&mut table, FIELDS_CHARGE, "a fields").is_ok());
     }
 
     #[test]
-    fn descriptors_are_capped() {
+    fn descriptors_are_files_sockets_connections_and_directories_the_guest_opened() {
         let budget = HostBudget::new(16 * MIB, 2);
         let mut table = ResourceTable::new();
         let _a = budget.in_flight().connection();
@@ -466,5 +505,10 @@ mod tests {
             err.message.contains("plugin.limits.descriptors is 2"),
             "{err}"
         );
+        // A slot recorded as an opened directory no longer counts once it holds
+        // something else.
+        let entry = table.push(7u8).expect("push");
+        budget.opened_dir(entry.rep());
+        assert_eq!(budget.usage(&mut table).descriptors, 2);
     }
 }

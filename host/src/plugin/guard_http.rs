@@ -27,8 +27,7 @@ use wasmtime_wasi_http::p2::{HttpError, HttpResult};
 use wasmtime_wasi_http::{FieldMap, RequestOptions, WasiHttpView};
 
 use super::budget::{
-    BODY_BUFFER_BYTES, ENTRY_BYTES, FIELDS_CHARGE, HostRefused, IN_FLIGHT_BYTES, Limit,
-    STREAM_BYTES,
+    FIELDS_CHARGE, HostRefused, IN_FLIGHT_BYTES, Limit, STREAM_BYTES, UNSENT_REQUEST_BYTES,
 };
 use super::guard_wasi::said;
 use super::host::HostState;
@@ -36,8 +35,8 @@ use super::host::HostState;
 const HTTP_TYPES: &str = "wasi:http/types@0.2.12";
 const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler@0.2.12";
 
-/// A `fields` map: its entry and its charge.
-const FIELDS: usize = FIELDS_CHARGE + ENTRY_BYTES;
+/// A `fields` map (its table entry is paid for by the table's share).
+const FIELDS: usize = FIELDS_CHARGE;
 
 /// Replace the checked functions in `linker` (call after adding wasi:http).
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -118,8 +117,9 @@ fn types(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, HostState>,
          (request,): (Resource<HostOutgoingRequest>,)| {
             let state = store.data_mut();
-            // The body's buffer, its entry, and the output stream the guest writes it with.
-            let body = BODY_BUFFER_BYTES + ENTRY_BYTES + STREAM_BYTES + ENTRY_BYTES;
+            // The request now holds a body buffer and may get trailers; and the guest
+            // writes the body through an output stream.
+            let body = UNSENT_REQUEST_BYTES - FIELDS_CHARGE + STREAM_BYTES;
             admit(state, body, "an HTTP request body")?;
             let made: Result<Resource<HostOutgoingBody>, ()> =
                 OutgoingRequestHost::body(&mut state.http(), request)?;
@@ -131,7 +131,6 @@ fn types(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, HostState>, (): ()| {
             let state = store.data_mut();
             granted(state, "HTTP request options")?;
-            admit(state, ENTRY_BYTES, "HTTP request options")?;
             let made: Resource<RequestOptions> = HostRequestOptions::new(&mut state.http())?;
             Ok((made,))
         },
@@ -197,18 +196,11 @@ fn admit_in_flight(
 ) -> Result<(), ErrorCode> {
     let (table, budget) = state.table_and_budget();
     let unsent = match table.get(request) {
-        Ok(r) => {
-            ENTRY_BYTES
-                + FIELDS_CHARGE
-                + if r.body.is_some() {
-                    BODY_BUFFER_BYTES
-                } else {
-                    0
-                }
-        }
+        Ok(r) if r.body.is_some() => UNSENT_REQUEST_BYTES,
+        Ok(_) => FIELDS_CHARGE,
         Err(_) => 0,
     };
-    let more = (IN_FLIGHT_BYTES + ENTRY_BYTES).saturating_sub(unsent);
+    let more = IN_FLIGHT_BYTES.saturating_sub(unsent);
     match budget.admit_descriptor(table, more, "an HTTP request") {
         Ok(()) => Ok(()),
         Err(refused) => {

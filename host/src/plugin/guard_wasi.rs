@@ -34,7 +34,7 @@ use wasmtime_wasi::p2::{
 };
 use wasmtime_wasi::sockets::WasiSocketsView;
 
-use super::budget::{ENTRY_BYTES, HostRefused, Limit, STREAM_BYTES};
+use super::budget::{HostRefused, Limit, STREAM_BYTES};
 use super::host::HostState;
 
 const IO_STREAMS: &str = "wasi:io/streams@0.2.12";
@@ -44,12 +44,9 @@ const TCP: &str = "wasi:sockets/tcp@0.2.12";
 const TCP_CREATE: &str = "wasi:sockets/tcp-create-socket@0.2.12";
 const UDP_CREATE: &str = "wasi:sockets/udp-create-socket@0.2.12";
 
-/// Most pollables one `poll` call may wait on (more than a resource table under the
-/// default host budget holds distinct ones of; duplicates add nothing).
+/// Most pollables one `poll` call may wait on: a fixed cap (the list is counted before it
+/// is read, so a longer one costs the host nothing).
 pub const MAX_POLL_LIST: usize = 4096;
-
-/// A stream's table entry and buffer.
-const STREAM: usize = STREAM_BYTES + ENTRY_BYTES;
 
 /// Replace the checked functions in `linker` (call after adding WASI).
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -154,7 +151,7 @@ fn fs_refusal(state: &HostState, refused: HostRefused) -> FsErrorCode {
 fn admit_stream(state: &mut HostState, what: &str) -> Result<(), FsErrorCode> {
     let (table, budget) = state.table_and_budget();
     budget
-        .admit(table, STREAM, what)
+        .admit(table, STREAM_BYTES, what)
         .map_err(|refused| fs_refusal(state, refused))
 }
 
@@ -229,21 +226,26 @@ fn filesystem(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 let (table, budget) = state.table_and_budget();
-                if let Err(refused) = budget.admit_descriptor(table, ENTRY_BYTES, "a file") {
+                if let Err(refused) = budget.admit_descriptor(table, 0, "a file") {
                     let code: Result<Resource<Descriptor>, _> = Err(fs_refusal(state, refused));
                     return Ok((code,));
                 }
-                fs_result(
-                    HostDescriptor::open_at(
-                        &mut state.filesystem(),
-                        fd,
-                        path_flags,
-                        path,
-                        oflags,
-                        flags,
-                    )
-                    .await,
+                let opened = HostDescriptor::open_at(
+                    &mut state.filesystem(),
+                    fd,
+                    path_flags,
+                    path,
+                    oflags,
+                    flags,
                 )
+                .await;
+                if let Ok(descriptor) = &opened {
+                    let (table, budget) = state.table_and_budget();
+                    if matches!(table.get(descriptor), Ok(Descriptor::Dir(_))) {
+                        budget.opened_dir(descriptor.rep());
+                    }
+                }
+                fs_result(opened)
             })
         },
     )?;
@@ -271,7 +273,7 @@ fn socket_refusal(state: &HostState, refused: HostRefused) -> SocketErrorCode {
 fn admit_socket(state: &mut HostState) -> Result<(), SocketErrorCode> {
     let (table, budget) = state.table_and_budget();
     budget
-        .admit_descriptor(table, ENTRY_BYTES, "a socket")
+        .admit_descriptor(table, 0, "a socket")
         .map_err(|refused| socket_refusal(state, refused))
 }
 
@@ -313,7 +315,9 @@ fn sockets(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, HostState>, (socket,): (Resource<TcpSocket>,)| {
             let state = store.data_mut();
             let (table, budget) = state.table_and_budget();
-            if let Err(refused) = budget.admit(table, 2 * STREAM, "a TCP connection's streams") {
+            if let Err(refused) =
+                budget.admit(table, 2 * STREAM_BYTES, "a TCP connection's streams")
+            {
                 let refused: Result<(Resource<DynInputStream>, Resource<DynOutputStream>), _> =
                     Err(socket_refusal(state, refused));
                 return Ok((refused,));

@@ -47,7 +47,7 @@ impl HostState {
         log: Arc<GuestLog>,
     ) -> Self {
         let mut table = ResourceTable::new();
-        budget.rebalance(&mut table);
+        budget.size_table(&mut table);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(FIELDS_BYTES);
         Self {
@@ -84,10 +84,9 @@ impl HostState {
     }
 
     /// A guest call starts: outbound I/O it starts ends with `call` (cancelled when the
-    /// call returns), and the table gets what the budget leaves.
+    /// call returns).
     pub fn begin_call(&mut self, call: CancellationToken) {
         self.http_hooks.begin_call(call);
-        self.budget.rebalance(&mut self.table);
     }
 }
 

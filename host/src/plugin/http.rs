@@ -23,6 +23,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::budget::{BODY_CHUNK_BYTES, Counted, InFlight, RESPONSE_BUFFER_BYTES};
@@ -91,6 +92,24 @@ impl WasiHttpHooks for GuestHttp {
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
         BODY_CHUNK_BYTES
+    }
+
+    // The error hooks: what a failed request means for the guest (the same codes as
+    // wasmtime-wasi-http's defaults), logged at debug level: a guest looping over requests
+    // that fail must not write a host warning per request outside its log rate.
+    fn p2_error_from_hyper(&mut self, err: &hyper::Error) -> ErrorCode {
+        tracing::debug!("guest HTTP request failed: {err}");
+        ErrorCode::HttpProtocolError
+    }
+
+    fn p2_error_from_connect(&mut self, err: &std::io::Error) -> ErrorCode {
+        tracing::debug!("guest HTTP connect failed: {err}");
+        ErrorCode::ConnectionRefused
+    }
+
+    fn p2_error_from_tls(&mut self, err: &std::io::Error) -> ErrorCode {
+        tracing::debug!("guest HTTPS handshake failed: {err}");
+        ErrorCode::TlsProtocolError
     }
 }
 
@@ -205,12 +224,20 @@ async fn send(
     // The connection is driven until the exchange ends or the guest call returns, and
     // counted until then.
     let call_ended = call.clone();
+    // The connection's own end is only logged by wasmtime-wasi-http (a warning per
+    // request): what the guest needs to know reaches it through the response and its body,
+    // so the driver's error is said here at debug level and not passed on.
     let io = async move {
         let _counted = connection;
         tokio::select! {
-            done = driver => done.map_err(Error::Hyper),
-            () = call_ended.cancelled() => Err(Error::ConnectionTerminated),
+            done = driver => {
+                if let Err(e) = done {
+                    tracing::debug!("guest HTTP connection ended: {e}");
+                }
+            }
+            () = call_ended.cancelled() => {}
         }
+        Ok(())
     };
     let (io_result, response) = {
         let mut io = Box::pin(io);

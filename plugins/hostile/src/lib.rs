@@ -24,7 +24,7 @@
 //! | `hostile:pollables:<n>` | `<n>` clock pollables (an hour away) |
 //! | `hostile:poll-list:<n>` | one `poll` of a list of `<n>` (the same ready pollable) |
 //! | `hostile:random:<bytes>` | one `get-random-bytes` of `<bytes>` |
-//! | `hostile:http-requests:<n>:<url>` | `<n>` GET requests to `<url>`, started and kept, never waited for |
+//! | `hostile:http-requests:<n>:<url>` | `<n>` GET requests to `<url>`, started and kept, never waited for (the call waits 300 ms so they connect) |
 //! | `hostile:http-get:<url>` | one GET of `<url>`, waited for; reports the status or the error |
 //! | `hostile:lookups:<n>:<suffix>` | `<n>` lookups of `<i>.<suffix>`, started and kept, never waited for |
 //!
@@ -200,15 +200,24 @@ impl Hostile {
             }
             "http-requests" => {
                 let url = args.get(1).copied().unwrap_or("");
+                let mut refused = None;
                 for n in 0..number(arg) {
                     let request = get_request(url)?;
                     let options = RequestOptions::new();
                     match outgoing_handler::handle(request, Some(options)) {
                         Ok(pending) => self.hoard.push(Box::new(pending)),
-                        Err(e) => return Err(format!("request {n}: {e:?}")),
+                        Err(e) => {
+                            refused = Some(format!("request {n}: {e:?}"));
+                            break;
+                        }
                     }
                 }
-                Ok(format!("{arg} requests started"))
+                // Give the requests time to connect before the call returns.
+                monotonic_clock::subscribe_duration(300_000_000).block();
+                match refused {
+                    Some(e) => Err(e),
+                    None => Ok(format!("{arg} requests started")),
+                }
             }
             "http-get" => {
                 let request = get_request(arg)?;
