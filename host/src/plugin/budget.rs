@@ -325,9 +325,9 @@ impl HostBudget {
         usage
     }
 
-    /// Admit something that will hold `bytes` more on the host (its table entries
-    /// included), or refuse with what the instance holds and the limit. `what` names it
-    /// for the message ("an HTTP request body").
+    /// Admit something that will hold `bytes` more on the host beyond its table entries
+    /// (those are paid for by the table's share), or refuse with what the instance holds
+    /// and the limit. `what` names it for the message ("an HTTP request body").
     pub fn admit(
         &self,
         table: &mut ResourceTable,
