@@ -3,7 +3,8 @@
 //!
 //! Shutdown is structured: stop taking leases, let every worker finish its batch,
 //! checkpoint, call `shutdown(requested)` and release its lease, with one timeout around
-//! the whole of it; leases still held at the timeout are released by the coordinator.
+//! the whole of it. At the timeout the remaining guest calls are interrupted; each lease
+//! is released once its worker's calls have returned, or left to expire if they have not.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -487,22 +488,28 @@ impl Scheduler {
         tokio::select! {
             _ = self.tracker.wait() => {}
             _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!("shutdown timeout reached; interrupting the remaining guest calls (not checkpointed) and releasing their leases");
+                tracing::warn!("shutdown timeout reached; interrupting the remaining guest calls (not checkpointed) and releasing their leases once they returned");
                 // Stop every remaining worker as on a lost lease (a guest call ends within
-                // an epoch tick) before its lease is released for a peer to take at once.
+                // an epoch tick; no shutdown call follows) before its lease is released
+                // for a peer to take at once.
                 for held in coordinator.held() {
-                    held.lost().cancel();
+                    held.interrupt();
                 }
                 if tokio::time::timeout(INTERRUPT_GRACE, self.tracker.wait()).await.is_err() {
-                    tracing::warn!("shard workers still running {INTERRUPT_GRACE:?} after being interrupted; releasing their leases anyway");
+                    tracing::warn!("shard workers still running {INTERRUPT_GRACE:?} after being interrupted: their leases are left to expire, not released");
                 }
             }
         }
+        // A worker leaves the registry only once it has returned (having released its
+        // lease), so a lease still there has a worker, and maybe a guest call, still
+        // running: releasing it would let a peer start while that call runs. Its
+        // renewals stop; it expires instead.
         for held in coordinator.held() {
-            held.lost().cancel();
-            if let Err(e) = held.release(self.store.as_ref()).await {
-                tracing::warn!(lease = held.key(), "cannot release lease at shutdown: {e}");
-            }
+            held.interrupt();
+            tracing::warn!(
+                lease = held.key(),
+                "its shard worker has not returned: leaving the lease to expire instead of releasing it"
+            );
             coordinator.forget(held.key());
         }
         self.log_progress(coordinator, &mut progress);
@@ -554,14 +561,9 @@ impl Scheduler {
             self.plugin.failure.clone(),
             OnPoison::from_policy(&self.plugin.failure.poison),
         );
-        // The worker stops like a shutdown when its lease is asked for (hand-off).
-        let stop = self.workers_shutdown.child_token();
-        {
-            let (stop, handoff) = (stop.clone(), held.handoff().clone());
-            self.tracker.spawn(async move {
-                tokio::select! { _ = handoff.cancelled() => stop.cancel(), _ = stop.cancelled() => {} }
-            });
-        }
+        // The worker also stops like a shutdown when its lease is asked for (hand-off):
+        // it watches the lease's hand-off token itself.
+        let stop = self.workers_shutdown.clone();
         let shard_metrics = metrics().shard(&shard);
         self.stats
             .lock()
@@ -573,7 +575,7 @@ impl Scheduler {
             Arc::clone(&held),
             processor,
             self.worker.clone(),
-            stop.clone(),
+            stop,
             shard_metrics,
         );
         let registry = coordinator.held_registry();

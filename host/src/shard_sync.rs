@@ -83,6 +83,8 @@ struct Known<'a> {
     listed: HashMap<&'a str, &'a ShardDescription>,
     /// Existing leases by key.
     leases: HashMap<&'a str, &'a Lease>,
+    /// Listed shards one of whose listed descendants has a lease.
+    leased_descendant: HashSet<&'a str>,
 }
 
 impl Known<'_> {
@@ -95,6 +97,13 @@ impl Known<'_> {
                 self.listed.contains_key(p.as_str()) || self.leases.contains_key(p.as_str())
             })
             .collect()
+    }
+
+    /// Whether a descendant of `shard` has a lease: then `shard` itself was processed
+    /// (its lease since deleted as finished, perhaps by a peer between this sync's two
+    /// reads) or skipped as a closed ancestor, and is never started again.
+    fn has_leased_descendant(&self, shard: &str) -> bool {
+        self.leased_descendant.contains(shard)
     }
 
     /// A known parent already has a lease: the shard continues processed lineage.
@@ -114,9 +123,13 @@ pub async fn sync_shards(
 ) -> Result<SyncSummary, SyncError> {
     let shards = source.list_shards().await?;
     let leases = store.list().await?;
+    let listed: HashMap<&str, &ShardDescription> =
+        shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+    let leased: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
     let known = Known {
-        listed: shards.iter().map(|s| (s.shard_id.as_str(), s)).collect(),
-        leases: leases.iter().map(|l| (l.key.as_str(), l)).collect(),
+        leased_descendant: ancestors_of_leased(&listed, &leased),
+        listed,
+        leases: leased,
     };
     let mut summary = SyncSummary {
         shards: shards.len(),
@@ -226,6 +239,29 @@ fn plan<'a>(
     read.chain(finished).copied().collect()
 }
 
+/// The listed shards with a listed descendant that has a lease.
+fn ancestors_of_leased<'a>(
+    listed: &HashMap<&'a str, &'a ShardDescription>,
+    leased: &HashMap<&str, &Lease>,
+) -> HashSet<&'a str> {
+    let mut found = HashSet::new();
+    let mut pending: Vec<&ShardDescription> = listed
+        .iter()
+        .filter(|(id, _)| leased.contains_key(*id))
+        .map(|(_, shard)| *shard)
+        .collect();
+    while let Some(shard) = pending.pop() {
+        for parent in shard.parents() {
+            if let Some((id, described)) = listed.get_key_value(parent.as_str())
+                && found.insert(*id)
+            {
+                pending.push(described);
+            }
+        }
+    }
+    found
+}
+
 /// One new shard's start, its parents already decided.
 fn decide(
     shard: &ShardDescription,
@@ -234,6 +270,9 @@ fn decide(
     starts: &StartShards,
     skippable: &HashSet<&str>,
 ) -> Start {
+    if known.has_leased_descendant(&shard.shard_id) {
+        return Start::Finished;
+    }
     if known.continues_leased(shard) {
         return Start::TrimHorizon;
     }
@@ -675,6 +714,37 @@ mod tests {
                 summary.created
             );
         }
+    }
+
+    /// A peer deletes a finished parent's lease (its shard no longer listed there) while
+    /// this worker's listing still shows the shard: it must not come back unfinished.
+    #[tokio::test]
+    async fn a_finished_parent_deleted_by_a_peer_is_never_created_again_unfinished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = empty_store(&dir).await;
+        let stream = FakeStream::resharded();
+        sync_shards(&stream, &store, &InitialPosition::TrimHorizon)
+            .await
+            .expect("sync");
+        for key in ["s0", "s1", "s2", "s3"] {
+            let lease = store.get(key).await.expect("get").expect("lease");
+            let taken = store.take(&lease, "w").await.expect("take");
+            let ended = store.checkpoint(&taken, &ShardEnd).await.expect("finish");
+            if key == "s0" || key == "s1" {
+                store.delete(&ended).await.expect("the peer's cleanup");
+            }
+        }
+        let summary = sync_shards(&stream, &store, &InitialPosition::TrimHorizon)
+            .await
+            .expect("sync with the stale listing");
+        let all = checkpoints(&store).await;
+        for key in ["s0", "s1"] {
+            assert!(
+                matches!(all.get(key), None | Some(ShardEnd)),
+                "{key} re-created unfinished: {all:?} ({summary:?})"
+            );
+        }
+        assert_eq!(all.get("s5"), Some(&TrimHorizon), "{all:?}");
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use shoal::config::{EngineSettings, FailurePolicy, LimitSettings, PoisonPolicy, SandboxSettings};
-use shoal::delivery::{OnPoison, ShardProcessor};
+use shoal::delivery::{CallGate, OnPoison, ShardProcessor};
 use shoal::plugin::bindings::{Batch, KinesisRecord, ShardInfo};
 use shoal::plugin::{InstanceConfig, Plugin, PluginEngine};
 
@@ -171,4 +171,47 @@ pub fn test_python() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// A stand-in for a shard's lease as a [`CallGate`]: open until `lose` (calls stop, none
+/// starts), with a window after the loss in which `shutdown(lease-lost)` may still run.
+#[derive(Debug)]
+pub struct TestGate {
+    lost: tokio_util::sync::CancellationToken,
+    lost_window: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl TestGate {
+    /// An open gate; after a loss the guest may be told until `lost_window` is over.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            lost: tokio_util::sync::CancellationToken::new(),
+            lost_window: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The lease is lost: the guest may still be told until `until` (`None`: not at all).
+    pub fn lose(&self, until: Option<tokio::time::Instant>) {
+        *self.lost_window.lock().expect("gate") = until;
+        self.lost.cancel();
+    }
+
+    /// The token cancelled at the loss.
+    pub fn token(&self) -> tokio_util::sync::CancellationToken {
+        self.lost.clone()
+    }
+}
+
+impl CallGate for TestGate {
+    fn may_start(&self) -> bool {
+        !self.lost.is_cancelled()
+    }
+
+    fn stopped(&self) -> &tokio_util::sync::CancellationToken {
+        &self.lost
+    }
+
+    fn lost_call_until(&self) -> Option<tokio::time::Instant> {
+        *self.lost_window.lock().expect("gate")
+    }
 }

@@ -26,6 +26,20 @@ use crate::plugin::{
 use crate::telemetry::metrics::{KindLabel, metrics};
 use dead_letter::{DeadLetterReason, DeadLetterWriter};
 
+/// What bounds every guest call of one shard: for a consumer, the shard's lease. A call
+/// starts only while [`may_start`](CallGate::may_start) holds and is interrupted when
+/// [`stopped`](CallGate::stopped) is cancelled (a waiting guest at once, a computing one
+/// at the next epoch tick).
+pub trait CallGate: Send + Sync + std::fmt::Debug {
+    /// Whether a guest call may start now.
+    fn may_start(&self) -> bool;
+    /// Cancelled when every call in flight must stop.
+    fn stopped(&self) -> &CancellationToken;
+    /// Once calls are stopped: until when the guest may still be told so
+    /// (`shutdown(lease-lost)`, interrupted then); `None`: not at all.
+    fn lost_call_until(&self) -> Option<tokio::time::Instant>;
+}
+
 /// What to do once a batch is poisoned (failed `max_attempts` times, or `fatal`).
 #[derive(Debug, Clone)]
 pub enum OnPoison {
@@ -163,9 +177,8 @@ pub struct ShardProcessor {
     /// The live instance's memory when it was built (after `initialize`): recycling only
     /// ever returns what batches added on top of it.
     fresh_memory_bytes: usize,
-    /// Cancelled when the lease is lost: a `process` call still waiting in a host call
-    /// is abandoned then (never cancelled by default).
-    abandon: CancellationToken,
+    /// What every guest call is bounded by (the lease); none for `shoal replay`.
+    gate: Option<Arc<dyn CallGate>>,
     /// `shard{stream, shard, generation}`: every event of this shard's delivery is in it.
     span: tracing::Span,
 }
@@ -207,16 +220,28 @@ impl ShardProcessor {
             on_poison,
             instances_built: 0,
             fresh_memory_bytes: 0,
-            abandon: CancellationToken::new(),
+            gate: None,
             span,
         }
     }
 
-    /// Abandon a `process` call whose guest is waiting in a host call when `lost` is
-    /// cancelled (the lease was lost): nothing of that batch may be checkpointed, and
-    /// another worker owns the shard. Shutdown does not abandon: the batch finishes.
-    pub fn abandon_calls_when(&mut self, lost: CancellationToken) {
-        self.abandon = lost;
+    /// Bound every guest call (`initialize`, `process`, `shutdown`, and the start code)
+    /// by `gate`: none starts unless the gate allows it, and each is interrupted when the
+    /// gate stops (the lease was lost or fenced): nothing of it may be checkpointed, and
+    /// another worker may soon own the shard. Shutdown does not stop calls: the batch
+    /// finishes.
+    pub fn bound_by(&mut self, gate: Arc<dyn CallGate>) {
+        self.gate = Some(gate);
+    }
+
+    /// Whether a guest call may start now.
+    fn may_call(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| g.may_start())
+    }
+
+    /// The token that interrupts a call in flight, if calls are bounded.
+    fn stop_token(&self) -> Option<CancellationToken> {
+        self.gate.as_ref().map(|g| g.stopped().clone())
     }
 
     /// Instances built so far (first build plus one per trap or generation switch).
@@ -258,6 +283,54 @@ impl ShardProcessor {
     pub async fn shutdown(&mut self, reason: ShutdownReason) -> Result<(), Failure> {
         let span = self.span.clone();
         self.shutdown_instance(reason).instrument(span).await
+    }
+
+    /// Every record of the shard was delivered: call `shutdown(shard-end)`, on a fresh
+    /// instance of the latest generation if none is live (it was recycled, trapped, or
+    /// no batch came at all), so the guest is always told before `SHARD_END` is written.
+    /// The failure if it could not be told: building the instance failed, or the call
+    /// trapped.
+    pub async fn end_shard(&mut self) -> Result<(), Failure> {
+        let span = self.span.clone();
+        async {
+            self.adopt_latest_generation().await;
+            if self.live_instance().is_none() {
+                if !self.may_call() {
+                    return Err(Failure::Trap(abandoned_before_start()));
+                }
+                let instance = self.build_instance().await?;
+                *self.live_instance() = Some(instance);
+            }
+            self.shutdown_instance(ShutdownReason::ShardEnd).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The lease was lost: tell a live instance with `shutdown(lease-lost)` only while
+    /// the gate still allows it (before the lease's fence, when no peer can process the
+    /// shard yet), and interrupt the call at that moment; otherwise drop the instance
+    /// without a call. `true` if the guest was told.
+    pub async fn shutdown_after_loss(&mut self) -> bool {
+        let until = self.gate.as_ref().and_then(|g| g.lost_call_until());
+        let Some(instance) = self.live_instance().take() else {
+            return false;
+        };
+        let span = self.span.clone();
+        let Some(until) = until else {
+            tracing::info!(parent: &span, "lease lost past its fence: the instance is dropped without shutdown(lease-lost)");
+            return false;
+        };
+        let window = CancellationToken::new();
+        let closing = window.clone();
+        let _closer = AbortOnDrop(tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            closing.cancel();
+        }));
+        self.call_shutdown(instance, ShutdownReason::LeaseLost, Some(window))
+            .instrument(span)
+            .await
+            .is_ok()
     }
 
     /// After a batch: if the live instance's memory grew above the configured
@@ -433,12 +506,28 @@ impl ShardProcessor {
     }
 
     async fn shutdown_instance(&mut self, reason: ShutdownReason) -> Result<(), Failure> {
-        let Some(mut instance) = self.live_instance().take() else {
+        let Some(instance) = self.live_instance().take() else {
             return Ok(());
         };
+        if !self.may_call() {
+            tracing::info!(%reason, "lease lost or fenced: the instance is dropped without shutdown({reason})");
+            return Err(Failure::Trap(abandoned_before_start()));
+        }
+        let stop = self.stop_token();
+        self.call_shutdown(instance, reason, stop).await
+    }
+
+    /// Call `shutdown(reason)` on `instance`, interrupted when `stop` is cancelled; the
+    /// instance is dropped afterwards.
+    async fn call_shutdown(
+        &self,
+        mut instance: ProcessorInstance,
+        reason: ShutdownReason,
+        stop: Option<CancellationToken>,
+    ) -> Result<(), Failure> {
         let shard = self.shard_id().to_string();
         let generation = self.current.generation();
-        match in_span_blocking(move || instance.shutdown(reason)).await {
+        match in_span_blocking(move || instance.shutdown_unless(reason, stop.as_ref())).await {
             Ok(CallOutcome::Trap(trap)) => {
                 tracing::warn!(%reason, "guest trapped in shutdown: {trap}");
                 Err(Failure::Trap(trap))
@@ -483,15 +572,18 @@ impl ShardProcessor {
         &mut self,
         batch: Arc<Batch>,
     ) -> Result<(CheckpointDirective, CallStats, u64), (Failure, Option<u64>)> {
+        if !self.may_call() {
+            return Err((Failure::Trap(abandoned_before_start()), None));
+        }
         let instance = match self.live_instance().take() {
             Some(instance) => instance,
             None => self.build_instance().await.map_err(|f| (f, None))?,
         };
         let serial = instance.serial();
-        let abandon = self.abandon.clone();
+        let stop = self.stop_token();
         let joined = in_span_blocking(move || {
             let mut instance = instance;
-            let outcome = instance.process_unless(&batch, Some(&abandon));
+            let outcome = instance.process_unless(&batch, stop.as_ref());
             (instance, outcome)
         })
         .await;
@@ -528,15 +620,18 @@ impl ShardProcessor {
         let plugin = Arc::clone(&self.current);
         let config = Arc::clone(&self.config);
         let settings = Arc::clone(&self.guest_settings);
+        let stop = self.stop_token();
         let built = in_span_blocking(move || {
             let mut instance =
-                ProcessorInstance::new(&engine, &plugin, &config).map_err(|e| match e {
-                    crate::plugin::instance::InstantiateError::Trap { trap, .. } => {
-                        Failure::Trap(trap)
-                    }
-                    other => Failure::Setup(other.to_string()),
-                })?;
-            match instance.initialize(&settings) {
+                ProcessorInstance::new_unless(&engine, &plugin, &config, stop.as_ref()).map_err(
+                    |e| match e {
+                        crate::plugin::instance::InstantiateError::Trap { trap, .. } => {
+                            Failure::Trap(trap)
+                        }
+                        other => Failure::Setup(other.to_string()),
+                    },
+                )?;
+            match instance.initialize_unless(&settings, stop.as_ref()) {
                 CallOutcome::Ok(()) => Ok(instance),
                 CallOutcome::GuestError(e) => Err(Failure::Guest(e)),
                 CallOutcome::Trap(t) => Err(Failure::Trap(t)),
@@ -651,6 +746,22 @@ async fn dead_letter(
             tracing::error!("dead-letter task failed, will retry the batch: {e}");
             None
         }
+    }
+}
+
+/// The trap of a call that was never started because its lease was lost or fenced.
+fn abandoned_before_start() -> GuestTrap {
+    crate::plugin::outcome::classify_trap(&wasmtime::Error::new(
+        crate::plugin::outcome::CallAbandoned,
+    ))
+}
+
+/// Aborts a helper task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -46,6 +46,26 @@ pub struct DynamoLeaseStore {
     table: String,
     /// Scan with `ConsistentRead` (twice the read units). Off by default: see `list`.
     consistent_scans: bool,
+    /// Keys of skipped items already logged (see `skipped`).
+    warned: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// How many skipped items are named in the log (each once); the count goes on.
+const MAX_WARNED_ITEMS: usize = 64;
+
+/// KCL 3.x marks items that are not shard leases with this attribute.
+const ENTITY_TYPE: &str = "entityType";
+
+/// A scanned item as a lease, or why it is not one: it carries another tool's
+/// `entityType`, has no `leaseCounter`, or cannot be parsed.
+fn lease_item(item: &HashMap<String, AttributeValue>) -> Result<Lease, String> {
+    if let Some(kind) = item.get(ENTITY_TYPE) {
+        return Err(format!("it is not a shard lease ({ENTITY_TYPE} {kind:?})"));
+    }
+    if !item.contains_key(COUNTER) {
+        return Err(format!("it has no {COUNTER}"));
+    }
+    parse(item).map_err(|e| e.to_string())
 }
 
 impl DynamoLeaseStore {
@@ -56,6 +76,7 @@ impl DynamoLeaseStore {
             client: Client::new(&config),
             table: table.to_string(),
             consistent_scans: false,
+            warned: Default::default(),
         }
     }
 
@@ -65,6 +86,7 @@ impl DynamoLeaseStore {
             client,
             table: table.to_string(),
             consistent_scans: false,
+            warned: Default::default(),
         }
     }
 
@@ -74,6 +96,23 @@ impl DynamoLeaseStore {
     pub fn with_consistent_scans(mut self, consistent: bool) -> Self {
         self.consistent_scans = consistent;
         self
+    }
+
+    /// A scan found an item that is not a lease shoal can read: count it, and say so
+    /// once per key (every scan sees it again).
+    fn skipped(&self, item: &HashMap<String, AttributeValue>, why: &str) {
+        crate::telemetry::metrics::metrics()
+            .lease_items_skipped
+            .inc();
+        let key = item
+            .get(KEY)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_else(|| "(no leaseKey)".into());
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.len() < MAX_WARNED_ITEMS && warned.insert(key.clone()) {
+            tracing::warn!(table = %self.table, item = %key, "skipping an item of the lease table: {why}; it is left as it is");
+        }
     }
 
     /// The table name.
@@ -107,8 +146,12 @@ impl DynamoLeaseStore {
         }
     }
 
-    /// A conditional update of a held lease, re-reading on a failed condition so an SDK
-    /// retry of a write that did succeed is not mistaken for a lost lease.
+    /// A conditional update of a lease. A failed condition is a conflict; for a take it
+    /// is first settled by a consistent read, so an SDK retry of a take that did succeed
+    /// is not mistaken for a lost race (the taker's fence counts from before the take was
+    /// sent, so nothing is extended). A holder's own writes (renew, checkpoint, release)
+    /// are settled by the holder, which knows which of its writes are unconfirmed (see
+    /// `crate::lease::held`).
     async fn fenced_update(
         &self,
         operation: &'static str,
@@ -145,18 +188,20 @@ impl DynamoLeaseStore {
             Err(e) => {
                 let (class, message) = classify_call(Service::DynamoDb, "UpdateItem", &e);
                 match class {
+                    ErrorClass::Service(code)
+                        if code == "ConditionalCheckFailedException" && operation != "take" =>
+                    {
+                        Err(LeaseError::Conflict {
+                            key: lease.key.clone(),
+                        })
+                    }
                     ErrorClass::Service(code) if code == "ConditionalCheckFailedException" => {
                         match self.get(&lease.key).await? {
                             None => Err(LeaseError::NotFound {
                                 key: lease.key.clone(),
                             }),
-                            // Our own write landed on an earlier attempt.
-                            Some(now)
-                                if now.counter == next
-                                    && now.owner == expected_owner_after(update, lease) =>
-                            {
-                                Ok(now)
-                            }
+                            // Our own take landed on an earlier attempt.
+                            Some(now) if now.counter == next && now.owner == lease.owner => Ok(now),
                             Some(_) => Err(LeaseError::Conflict {
                                 key: lease.key.clone(),
                             }),
@@ -172,16 +217,6 @@ impl DynamoLeaseStore {
                 }
             }
         }
-    }
-}
-
-/// The owner a successful update leaves: removed by a release, unchanged otherwise (a
-/// take passes the new owner through `lease.owner`).
-fn expected_owner_after(update: &str, lease: &Lease) -> Option<String> {
-    if update.contains("REMOVE leaseOwner") {
-        None
-    } else {
-        lease.owner.clone()
     }
 }
 
@@ -367,7 +402,10 @@ impl LeaseStore for DynamoLeaseStore {
                 .map_err(|e| lease_error("Scan", &e))?;
             record_capacity("list", out.consumed_capacity());
             for item in out.items() {
-                leases.push(parse(item)?);
+                match lease_item(item) {
+                    Ok(lease) => leases.push(lease),
+                    Err(why) => self.skipped(item, &why),
+                }
             }
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
@@ -611,5 +649,51 @@ fn record_capacity(
 ) {
     if let Some(units) = consumed.and_then(|c| c.capacity_units()) {
         crate::telemetry::metrics::metrics().lease_capacity(operation, units);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(pairs: &[(&str, AttributeValue)]) -> HashMap<String, AttributeValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_scan_reads_leases_and_names_why_other_items_are_not_ones() {
+        let lease = item(&[
+            (KEY, s("shardId-0")),
+            (COUNTER, n(3)),
+            (CHECKPOINT, s("TRIM_HORIZON")),
+        ]);
+        assert_eq!(lease_item(&lease).expect("a lease").counter, 3);
+        let cases = [
+            (
+                item(&[(KEY, s("worker-1")), (ENTITY_TYPE, s("WORKER_METRICS"))]),
+                "not a shard lease",
+            ),
+            (item(&[(KEY, s("note"))]), "no leaseCounter"),
+            (
+                item(&[(KEY, s("shardId-1")), (COUNTER, s("seven"))]),
+                "not a number",
+            ),
+            (
+                item(&[
+                    (KEY, s("shardId-2")),
+                    (COUNTER, n(1)),
+                    (CHECKPOINT, s("not-a-position")),
+                ]),
+                "shardId-2",
+            ),
+            (item(&[(COUNTER, n(1))]), "without leaseKey"),
+        ];
+        for (item, why) in cases {
+            let refused = lease_item(&item).expect_err("not a lease");
+            assert!(refused.contains(why), "{item:?}: {refused}");
+        }
     }
 }

@@ -18,6 +18,9 @@ pub enum Fault {
     Fail,
     /// Never answer (a hung connection).
     Hang,
+    /// Apply the write, then answer with a transient error (a 500 or a reset connection
+    /// after DynamoDB applied it): the caller cannot tell it landed.
+    ApplyThenFail,
 }
 
 /// Which operation a fault applies to.
@@ -29,6 +32,8 @@ pub enum Operation {
     Checkpoint,
     /// `list`.
     List,
+    /// `release`.
+    Release,
 }
 
 /// Leases in a map; see the module docs.
@@ -52,20 +57,40 @@ impl MemoryLeaseStore {
             .insert(operation, fault);
     }
 
-    async fn apply_fault(&self, operation: Operation) -> Result<(), LeaseError> {
-        let fault = self
-            .faults
+    fn fault(&self, operation: Operation) -> Fault {
+        self.faults
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&operation)
             .copied()
-            .unwrap_or_default();
-        match fault {
-            Fault::None => Ok(()),
+            .unwrap_or_default()
+    }
+
+    /// The fault's part before the operation runs (fail or hang instead).
+    async fn apply_fault(&self, operation: Operation) -> Result<(), LeaseError> {
+        match self.fault(operation) {
+            Fault::None | Fault::ApplyThenFail => Ok(()),
             Fault::Fail => Err(LeaseError::Transient(format!(
                 "injected failure of {operation:?}"
             ))),
             Fault::Hang => std::future::pending().await,
+        }
+    }
+
+    /// Run a write under the fault for `operation`: `ApplyThenFail` applies it and
+    /// loses the answer.
+    async fn write(
+        &self,
+        operation: Operation,
+        write: impl FnOnce() -> Result<Lease, LeaseError>,
+    ) -> Result<Lease, LeaseError> {
+        self.apply_fault(operation).await?;
+        let result = write();
+        match (self.fault(operation), result) {
+            (Fault::ApplyThenFail, Ok(_)) => Err(LeaseError::Transient(format!(
+                "injected failure of {operation:?} after it was applied"
+            ))),
+            (_, result) => result,
         }
     }
 
@@ -134,8 +159,10 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        self.apply_fault(Operation::Renew).await?;
-        self.conditional(&lease.key, held_as(lease), |_| {}, true)
+        self.write(Operation::Renew, || {
+            self.conditional(&lease.key, held_as(lease), |_| {}, true)
+        })
+        .await
     }
 
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Lease, LeaseError> {
@@ -159,25 +186,30 @@ impl LeaseStore for MemoryLeaseStore {
         lease: &Lease,
         checkpoint: &Checkpoint,
     ) -> Result<Lease, LeaseError> {
-        self.apply_fault(Operation::Checkpoint).await?;
-        self.conditional(
-            &lease.key,
-            held_as(lease),
-            |stored| {
-                stored.checkpoint = checkpoint.clone();
-                stored.owner_switches_since_checkpoint = 0;
-            },
-            true,
-        )
+        self.write(Operation::Checkpoint, || {
+            self.conditional(
+                &lease.key,
+                held_as(lease),
+                |stored| {
+                    stored.checkpoint = checkpoint.clone();
+                    stored.owner_switches_since_checkpoint = 0;
+                },
+                true,
+            )
+        })
+        .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        self.conditional(
-            &lease.key,
-            held_as(lease),
-            |stored| stored.owner = None,
-            true,
-        )
+        self.write(Operation::Release, || {
+            self.conditional(
+                &lease.key,
+                held_as(lease),
+                |stored| stored.owner = None,
+                true,
+            )
+        })
+        .await
     }
 
     async fn request_handoff(&self, lease: &Lease, requester: &str) -> Result<(), LeaseError> {

@@ -10,6 +10,7 @@
 
 pub mod coordinator;
 pub mod dynamo;
+pub mod held;
 pub mod memory;
 pub mod metered;
 pub mod model;

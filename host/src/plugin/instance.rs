@@ -118,6 +118,17 @@ impl ProcessorInstance {
         plugin: &Arc<Plugin>,
         config: &InstanceConfig,
     ) -> Result<Self, InstantiateError> {
+        Self::new_unless(engine, plugin, config, None)
+    }
+
+    /// [`Self::new`], the start code abandoned if `abandon` is cancelled (the lease was
+    /// lost), as [`Self::process_unless`] abandons a call.
+    pub fn new_unless(
+        engine: &PluginEngine,
+        plugin: &Arc<Plugin>,
+        config: &InstanceConfig,
+        abandon: Option<&CancellationToken>,
+    ) -> Result<Self, InstantiateError> {
         let tags = LogTags {
             stream: Arc::from(config.shard.stream_name.as_str()),
             shard: Arc::from(config.shard.shard_id.as_str()),
@@ -142,7 +153,7 @@ impl ProcessorInstance {
         let deadline_ticks = engine.deadline_ticks(config.limits.deadline);
         // Every tick asks the call's budget: deadline spent, lease lost, or run on.
         store.epoch_deadline_callback(|mut store| store.data_mut().call_budget.tick());
-        store.data_mut().call_budget = CallBudget::new(deadline_ticks, None);
+        store.data_mut().call_budget = CallBudget::new(deadline_ticks, abandon.cloned());
         store.set_epoch_deadline(1);
         let fuel_metering = engine.settings().fuel_metering;
         if fuel_metering {
@@ -159,7 +170,7 @@ impl ProcessorInstance {
         store.data_mut().begin_call(start.clone());
         let instantiated = wasmtime_wasi::runtime::in_tokio(bounded(
             deadline,
-            None,
+            abandon,
             plugin.pre().instantiate_async(&mut store),
         ));
         start.cancel();
@@ -204,11 +215,21 @@ impl ProcessorInstance {
     /// Call `initialize` with the plugin settings. Blocking: call it from a blocking
     /// thread (`spawn_blocking`) or a plain thread, never on the async runtime.
     pub fn initialize(&mut self, settings: &[(String, String)]) -> CallOutcome<()> {
-        let started = self.arm(None);
+        self.initialize_unless(settings, None)
+    }
+
+    /// [`Self::initialize`], abandoned if `abandon` is cancelled, as
+    /// [`Self::process_unless`].
+    pub fn initialize_unless(
+        &mut self,
+        settings: &[(String, String)],
+        abandon: Option<&CancellationToken>,
+    ) -> CallOutcome<()> {
+        let started = self.arm(abandon);
         let call = self
             .bindings
             .call_initialize(&mut self.store, &self.shard, settings);
-        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, None, call));
+        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, abandon, call));
         self.finish(started, result)
     }
 
@@ -236,11 +257,21 @@ impl ProcessorInstance {
 
     /// Call `shutdown`. It returns nothing, so the outcome is ok or a trap. Blocking.
     pub fn shutdown(&mut self, reason: ShutdownReason) -> CallOutcome<()> {
-        let started = self.arm(None);
+        self.shutdown_unless(reason, None)
+    }
+
+    /// [`Self::shutdown`], abandoned if `abandon` is cancelled, as
+    /// [`Self::process_unless`].
+    pub fn shutdown_unless(
+        &mut self,
+        reason: ShutdownReason,
+        abandon: Option<&CancellationToken>,
+    ) -> CallOutcome<()> {
+        let started = self.arm(abandon);
         let call = self
             .bindings
             .call_shutdown(&mut self.store, &self.shard, reason);
-        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, None, call));
+        let result = wasmtime_wasi::runtime::in_tokio(bounded(self.deadline, abandon, call));
         self.finish(started, result.map(Ok))
     }
 
@@ -282,7 +313,8 @@ impl ProcessorInstance {
 
 /// Run `call` until it finishes or its deadline (plus [`WAIT_GRACE`]) passes on the wall
 /// clock; a call still waiting then is dropped and reported as [`WaitedPastDeadline`].
-/// If `abandon` is cancelled first, the call is dropped as [`CallAbandoned`].
+/// If `abandon` is cancelled first, the call is dropped as [`CallAbandoned`]; if it is
+/// cancelled already, the call never starts.
 async fn bounded<T>(
     deadline: Duration,
     abandon: Option<&CancellationToken>,
@@ -297,10 +329,10 @@ async fn bounded<T>(
     };
     tokio::select! {
         biased;
+        () = abandoned => Err(wasmtime::Error::new(CallAbandoned)),
         finished = timed => match finished {
             Ok(result) => result,
             Err(_) => Err(wasmtime::Error::new(WaitedPastDeadline { deadline })),
         },
-        () = abandoned => Err(wasmtime::Error::new(CallAbandoned)),
     }
 }

@@ -123,6 +123,9 @@ pub struct Metrics {
     pub leases_released: Counter,
     /// Leases handed over to a worker that asked for them.
     pub leases_handed_off: Counter,
+    /// Items of the lease table that are not leases shoal can read (another tool's
+    /// items, or malformed ones): skipped by every scan, never written or deleted.
+    pub lease_items_skipped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -193,6 +196,7 @@ impl Metrics {
             leases_lost: Family::default(),
             leases_released: Counter::default(),
             leases_handed_off: Counter::default(),
+            lease_items_skipped: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -345,6 +349,11 @@ impl Metrics {
             "leases_handed_off",
             "Leases handed over to the worker that asked for them",
             m.leases_handed_off.clone(),
+        );
+        r.register(
+            "lease_items_skipped",
+            "Lease-table items skipped by a scan because they are not leases (another tool's items) or cannot be read; never written or deleted",
+            m.lease_items_skipped.clone(),
         );
         m.zero_known_series();
         Self { registry, ..m }

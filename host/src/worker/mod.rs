@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{Disposition, ShardProcessor, backoff};
+use crate::delivery::{CallGate, Disposition, ShardProcessor, backoff};
 use crate::lease::coordinator::HeldLease;
 use crate::lease::{Checkpoint, LeaseStore};
 use crate::plugin::bindings::{Batch, CheckpointDirective, Position, ShutdownReason};
@@ -98,7 +98,7 @@ impl ShardWorker {
         shutdown: CancellationToken,
         metrics: ShardMetrics,
     ) -> Self {
-        processor.abandon_calls_when(held.lost().clone());
+        processor.bound_by(Arc::clone(&held) as Arc<dyn CallGate>);
         Self {
             retriever,
             store,
@@ -115,15 +115,26 @@ impl ShardWorker {
     pub async fn run(mut self) -> WorkerExit {
         // Inside `consumer{worker, stream}` (the caller instruments this future with it).
         let span = tracing::info_span!("worker", shard = %self.held.key());
-        let exit = tracing::Instrument::instrument(self.run_inner(), span).await;
-        match exit {
-            WorkerExit::LeaseLost => {
-                // Nothing is checkpointed after a loss, so a trap here changes nothing.
-                let _ = self.processor.shutdown(ShutdownReason::LeaseLost).await;
-            }
-            WorkerExit::Shutdown | WorkerExit::ShardEnd | WorkerExit::Failed(_) => {}
+        let exit = tracing::Instrument::instrument(self.run_inner(), span.clone()).await;
+        if exit != WorkerExit::LeaseLost {
+            return exit;
         }
-        exit
+        if self.held.is_interrupted() {
+            // Stopped at the shutdown timeout: every guest call has returned now, so a
+            // peer may take the lease at once.
+            let released = self.held.release(self.store.as_ref());
+            if let Err(e) = tracing::Instrument::instrument(released, span).await {
+                tracing::warn!(
+                    shard = self.held.key(),
+                    "cannot release the interrupted lease (it will expire instead): {e}"
+                );
+            }
+            return WorkerExit::Shutdown;
+        }
+        // Only before the fence, and interrupted at it; nothing is checkpointed after a
+        // loss, so a trap here changes nothing.
+        tracing::Instrument::instrument(self.processor.shutdown_after_loss(), span).await;
+        WorkerExit::LeaseLost
     }
 
     async fn run_inner(&mut self) -> WorkerExit {
@@ -196,7 +207,7 @@ impl ShardWorker {
         let arrival = tokio::select! {
             biased;
             _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
-            _ = self.shutdown.cancelled() => return Step::Stop(WorkerExit::Shutdown),
+            _ = self.stop_requested() => return Step::Stop(WorkerExit::Shutdown),
             arrival = retrieval.next() => arrival,
         };
         match arrival {
@@ -213,13 +224,18 @@ impl ShardWorker {
     /// retried), and the guard that ends its watcher with the worker.
     fn interrupt_on_loss_or_shutdown(&self) -> (CancellationToken, AbortOnDrop) {
         let interrupt = CancellationToken::new();
-        let (lost, shutdown, cancel) = (
+        let (lost, shutdown, handoff, cancel) = (
             self.held.lost().clone(),
             self.shutdown.clone(),
+            self.held.handoff().clone(),
             interrupt.clone(),
         );
         let task = tokio::spawn(async move {
-            tokio::select! { _ = lost.cancelled() => {}, _ = shutdown.cancelled() => {} }
+            tokio::select! {
+                _ = lost.cancelled() => {},
+                _ = shutdown.cancelled() => {},
+                _ = handoff.cancelled() => {},
+            }
             cancel.cancel();
         });
         (interrupt, AbortOnDrop(task))
@@ -374,7 +390,7 @@ impl ShardWorker {
         tokio::select! {
             biased;
             _ = self.held.lost().cancelled() => Step::Stop(WorkerExit::LeaseLost),
-            _ = self.shutdown.cancelled() => Step::Stop(WorkerExit::Shutdown),
+            _ = self.stop_requested() => Step::Stop(WorkerExit::Shutdown),
             _ = tokio::time::sleep_until(start_after) => Step::Go(()),
         }
     }
@@ -398,12 +414,21 @@ impl ShardWorker {
         )
     }
 
+    /// Resolves once this worker is asked to stop like a shutdown: the consumer shuts
+    /// down, or a peer asked for the lease (hand-off).
+    async fn stop_requested(&self) {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            _ = self.held.handoff().cancelled() => {}
+        }
+    }
+
     /// Sleep, unless the lease is lost or shutdown begins.
     async fn pause(&self, delay: Duration) -> Step<()> {
         tokio::select! {
             biased;
             _ = self.held.lost().cancelled() => Step::Stop(WorkerExit::LeaseLost),
-            _ = self.shutdown.cancelled() => Step::Stop(WorkerExit::Shutdown),
+            _ = self.stop_requested() => Step::Stop(WorkerExit::Shutdown),
             _ = tokio::time::sleep(delay) => Step::Go(()),
         }
     }
@@ -438,6 +463,23 @@ impl ShardWorker {
             }
         }
         WorkerExit::Shutdown
+    }
+}
+
+/// A shard's guest calls are bounded by its lease: one starts only while the lease may
+/// process (not lost, last renewal recent enough), and every call in flight stops when it
+/// is lost or fenced.
+impl CallGate for HeldLease {
+    fn may_start(&self) -> bool {
+        self.may_process()
+    }
+
+    fn stopped(&self) -> &CancellationToken {
+        self.lost()
+    }
+
+    fn lost_call_until(&self) -> Option<Instant> {
+        HeldLease::lost_call_until(self)
     }
 }
 

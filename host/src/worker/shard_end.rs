@@ -1,5 +1,7 @@
 //! Ending a shard: `SHARD_END` is checkpointed (and the children may start) only once the
-//! processor's `shutdown(shard-end)` succeeded. A trap there follows the poison policy
+//! processor's `shutdown(shard-end)` succeeded — on a fresh instance if none is live, so
+//! the guest is always told, as KCL always calls `shardEnded`. A trap there (or a fresh
+//! instance that cannot be built) follows the poison policy
 //! like a failed batch: the records the processor had not acknowledged are delivered
 //! again to a fresh instance, up to `max_attempts` times; then `block` goes on doing
 //! that (with back-off) until it succeeds or a new plugin generation fixes it, and
@@ -9,7 +11,7 @@ use std::sync::Arc;
 
 use crate::delivery::{Failure, OnPoison};
 use crate::lease::Checkpoint;
-use crate::plugin::bindings::{Batch, ShutdownReason};
+use crate::plugin::bindings::Batch;
 use crate::retrieval::Arrival;
 use crate::retrieval::resume::Resume;
 
@@ -34,8 +36,9 @@ impl ShardWorker {
         checkpointer: &mut Checkpointer,
         failures: &mut u32,
     ) -> Step<Ended> {
-        let failure = match self.processor.shutdown(ShutdownReason::ShardEnd).await {
+        let failure = match self.processor.end_shard().await {
             Ok(()) => return self.checkpoint_shard_end(checkpointer).await,
+            Err(_) if self.held.lost().is_cancelled() => return Step::Stop(WorkerExit::LeaseLost),
             Err(failure) => failure.during("shutdown(shard-end)"),
         };
         *failures += 1;
@@ -148,7 +151,7 @@ impl ShardWorker {
             let arrival = tokio::select! {
                 biased;
                 _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
-                _ = self.shutdown.cancelled() => return Step::Stop(WorkerExit::Shutdown),
+                _ = self.stop_requested() => return Step::Stop(WorkerExit::Shutdown),
                 arrival = retrieval.next() => arrival,
             };
             let read = match arrival {

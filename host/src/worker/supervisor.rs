@@ -21,13 +21,7 @@ pub async fn supervise(
 ) -> Option<WorkerExit> {
     // On a task of its own, so a panic in the worker is caught here.
     let exit = tokio::spawn(work).await;
-    // Its series go before its registry entry: the coordinator starts no new worker for
-    // the shard while the entry is there, so a new worker's series are never removed.
-    crate::telemetry::metrics::metrics().forget_shard(held.key());
-    registry
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(held.key());
+    forget_own_entry(&registry, &held);
     match exit {
         Ok(exit) => Some(exit),
         Err(e) => {
@@ -45,6 +39,24 @@ pub async fn supervise(
             }
             None
         }
+    }
+}
+
+/// Remove `held`'s registry entry and its shard's series, unless the entry is another
+/// lease for the same shard: a lost lease leaves the registry before its worker returns,
+/// and the coordinator may take the shard again meanwhile, for a new worker whose entry
+/// and series must stay. Series go before the entry, under its lock, so a new worker's
+/// are never removed.
+fn forget_own_entry(registry: &Mutex<BTreeMap<String, Arc<HeldLease>>>, held: &Arc<HeldLease>) {
+    let mut entries = registry.lock().unwrap_or_else(|p| p.into_inner());
+    match entries.get(held.key()) {
+        Some(entry) if Arc::ptr_eq(entry, held) => {
+            crate::telemetry::metrics::metrics().forget_shard(held.key());
+            entries.remove(held.key());
+        }
+        // Another worker holds the shard now: its entry and series stay.
+        Some(_) => {}
+        None => crate::telemetry::metrics::metrics().forget_shard(held.key()),
     }
 }
 
@@ -110,6 +122,40 @@ mod tests {
             ["shardId-0"],
             "the next tick takes the shard again"
         );
+    }
+
+    /// A lost lease leaves the registry before its worker returns (the coordinator
+    /// prunes it), and the shard may be taken again meanwhile: the old worker's exit
+    /// must not remove the new holder's entry, or the coordinator would start a second
+    /// worker for a shard it is processing.
+    #[tokio::test(start_paused = true)]
+    async fn an_old_workers_exit_leaves_the_new_holder_of_its_shard_registered() {
+        let (store, mut coordinator, old) = one_held_lease().await;
+        let registry = coordinator.held_registry();
+        old.lost().cancel(); // lost while its worker still runs
+        // The lease expires by the coordinator's clock and is taken again.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        coordinator.tick().await.expect("tick");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let (_, again) = coordinator.tick().await.expect("tick");
+        let [new] = &again[..] else {
+            panic!("expected the shard taken again, got {again:?}")
+        };
+        assert!(!Arc::ptr_eq(new, &old));
+
+        let exit = supervise(
+            async { WorkerExit::LeaseLost },
+            Arc::clone(&old),
+            Arc::clone(&registry),
+            store,
+        )
+        .await;
+        assert_eq!(exit, Some(WorkerExit::LeaseLost));
+        let entries = registry.lock().expect("registry");
+        let entry = entries
+            .get("shardId-0")
+            .expect("the new holder's entry stays");
+        assert!(Arc::ptr_eq(entry, new), "and it is the new holder's");
     }
 
     #[tokio::test]

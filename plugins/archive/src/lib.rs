@@ -15,6 +15,12 @@
 //! holding that record returns `at(<it>)`, `none`, or — once per instance —
 //! `rewind(<it>)` instead of `batch-end`. `trap_at_shard_end` (`true` for shard-end
 //! tests: `shutdown(shard-end)` traps, so the host must not checkpoint `SHARD_END`).
+//! `record_shutdowns` (`true`: every `shutdown` call appends `{"shard","reason"}` to
+//! `<dir>/shutdowns.jsonl` before anything else, so tests see which calls the guest got).
+//! `shutdown_sleep_ms` (a processor that flushes in `shutdown`: sleep this long there,
+//! then, with `worker` set, log the call in the batch log like a batch, `"call":
+//! "shutdown(<reason>)"`, with `first` and `last` `"-"`, so the overlap checker covers
+//! what `shutdown` writes too).
 //! The batch is written with one append and flushed before `batch-end` is returned, so
 //! everything the host checkpoints is in the file.
 //!
@@ -30,7 +36,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use shoal_sdk::{Batch, CheckpointDirective, ProcessError, Processor, Settings, ShardInfo, ShutdownReason};
+use shoal_sdk::{
+    Batch, CheckpointDirective, ProcessError, Processor, Settings, ShardInfo, ShutdownReason,
+};
 
 struct Archive {
     file: File,
@@ -46,6 +54,9 @@ struct Archive {
     rewind_record: Option<String>,
     rewound: bool,
     trap_at_shard_end: bool,
+    dir: String,
+    record_shutdowns: bool,
+    shutdown_sleep: std::time::Duration,
 }
 
 /// Wall-clock milliseconds since the epoch (WASI's wall clock: the host's).
@@ -59,19 +70,30 @@ fn now_ms() -> u64 {
 /// A random number in 0..1000 (std's hasher keys come from WASI's random source).
 fn draw_per_mille() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish() % 1000
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % 1000
 }
 
 impl Processor for Archive {
     fn initialize(shard: &ShardInfo, settings: &Settings) -> Result<Self, ProcessError> {
         let dir = settings.get_or("dir", "/archive").trim_end_matches('/');
         let path = format!("{dir}/{}.jsonl", shard.shard_id);
-        repair_torn_tail(&path).map_err(|e| ProcessError::Fatal(format!("cannot repair the end of {path} (is `{dir}` granted read-write?): {e}")))?;
+        repair_torn_tail(&path).map_err(|e| {
+            ProcessError::Fatal(format!(
+                "cannot repair the end of {path} (is `{dir}` granted read-write?): {e}"
+            ))
+        })?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| ProcessError::Fatal(format!("cannot open {path} for appending (is `{dir}` granted read-write?): {e}")))?;
+            .map_err(|e| {
+                ProcessError::Fatal(format!(
+                    "cannot open {path} for appending (is `{dir}` granted read-write?): {e}"
+                ))
+            })?;
         let batch_log = match settings.get("worker") {
             Some(worker) => {
                 let log = format!("{dir}/batches-{worker}.jsonl");
@@ -79,7 +101,9 @@ impl Processor for Archive {
                     .create(true)
                     .append(true)
                     .open(&log)
-                    .map_err(|e| ProcessError::Fatal(format!("cannot open {log} for appending: {e}")))?;
+                    .map_err(|e| {
+                        ProcessError::Fatal(format!("cannot open {log} for appending: {e}"))
+                    })?;
                 Some((worker.to_string(), file))
             }
             None => None,
@@ -94,15 +118,27 @@ impl Processor for Archive {
             rewind_record: settings.get("rewind_record").map(str::to_string),
             rewound: false,
             trap_at_shard_end: settings.parse_or("trap_at_shard_end", false)?,
+            dir: dir.to_string(),
+            record_shutdowns: settings.parse_or("record_shutdowns", false)?,
+            shutdown_sleep: std::time::Duration::from_millis(
+                settings.parse_or("shutdown_sleep_ms", 0)?,
+            ),
             sync: settings.parse_or("sync", false)?,
             trap_per_mille: settings.parse_or("trap_per_mille", 0)?,
             line: Vec::with_capacity(64 * 1024),
         })
     }
 
-    fn process(&mut self, shard: &ShardInfo, batch: Batch) -> Result<CheckpointDirective, ProcessError> {
+    fn process(
+        &mut self,
+        shard: &ShardInfo,
+        batch: Batch,
+    ) -> Result<CheckpointDirective, ProcessError> {
         if self.trap_per_mille > 0 && draw_per_mille() < self.trap_per_mille {
-            panic!("chaos: injected trap ({} per mille of batches)", self.trap_per_mille);
+            panic!(
+                "chaos: injected trap ({} per mille of batches)",
+                self.trap_per_mille
+            );
         }
         let start_ms = now_ms();
         if !self.sleep.is_zero() {
@@ -118,21 +154,31 @@ impl Processor for Archive {
                 "approximate_arrival_ms": r.approximate_arrival_ms,
                 "data_base64": BASE64.encode(&r.data),
             });
-            serde_json::to_writer(&mut self.line, &value).map_err(|e| ProcessError::Fatal(format!("cannot encode record: {e}")))?;
+            serde_json::to_writer(&mut self.line, &value)
+                .map_err(|e| ProcessError::Fatal(format!("cannot encode record: {e}")))?;
             self.line.push(b'\n');
         }
         // A failed write is transient from our point of view (disk full, say): the host
         // retries the batch; nothing was checkpointed. Part of it may be in the file:
         // cut that off so the retry starts on a line boundary.
-        if let Err(e) = self.file.write_all(&self.line).and_then(|()| self.file.flush()) {
+        if let Err(e) = self
+            .file
+            .write_all(&self.line)
+            .and_then(|()| self.file.flush())
+        {
             let repaired = match repair_torn_tail(&self.path) {
                 Ok(()) => String::new(),
                 Err(r) => format!("; the torn tail is cut when the file is next opened ({r})"),
             };
-            return Err(ProcessError::Retry(format!("cannot append to {}: {e}{repaired}", self.path)));
+            return Err(ProcessError::Retry(format!(
+                "cannot append to {}: {e}{repaired}",
+                self.path
+            )));
         }
         if self.sync {
-            self.file.sync_data().map_err(|e| ProcessError::Retry(format!("cannot sync {}: {e}", self.path)))?;
+            self.file
+                .sync_data()
+                .map_err(|e| ProcessError::Retry(format!("cannot sync {}: {e}", self.path)))?;
         }
         if let Some((worker, log)) = &mut self.batch_log
             && let (Some(first), Some(last)) = (batch.records.first(), batch.records.last())
@@ -148,12 +194,42 @@ impl Processor for Archive {
             });
             let mut text = line.to_string();
             text.push('\n');
-            log.write_all(text.as_bytes()).map_err(|e| ProcessError::Retry(format!("cannot append to the batch log: {e}")))?;
+            log.write_all(text.as_bytes())
+                .map_err(|e| ProcessError::Retry(format!("cannot append to the batch log: {e}")))?;
         }
         Ok(self.directive(&batch))
     }
 
     fn shutdown(&mut self, shard: &ShardInfo, reason: ShutdownReason) {
+        let reason_name = match reason {
+            ShutdownReason::ShardEnd => "shard-end",
+            ShutdownReason::LeaseLost => "lease-lost",
+            ShutdownReason::Requested => "requested",
+        };
+        if self.record_shutdowns {
+            let line = serde_json::json!({"shard": shard.shard_id, "reason": reason_name});
+            let path = format!("{}/shutdowns.jsonl", self.dir);
+            if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(&path) {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+        let start_ms = now_ms();
+        if !self.shutdown_sleep.is_zero() {
+            std::thread::sleep(self.shutdown_sleep);
+            if let Some((worker, log)) = &mut self.batch_log {
+                let line = serde_json::json!({
+                    "worker": worker,
+                    "shard": shard.shard_id,
+                    "start_ms": start_ms,
+                    "end_ms": now_ms(),
+                    "call": format!("shutdown({reason_name})"),
+                    "first": "-",
+                    "last": "-",
+                    "records": 0,
+                });
+                let _ = writeln!(log, "{line}");
+            }
+        }
         let _ = self.file.flush();
         if self.trap_at_shard_end && matches!(reason, ShutdownReason::ShardEnd) {
             panic!("archive: trap_at_shard_end is set ({})", shard.shard_id);
@@ -201,7 +277,9 @@ fn repair_torn_tail(path: &str) -> std::io::Result<()> {
     file.set_len(keep)?;
     file.sync_data()?;
     let cut = len - keep;
-    shoal_sdk::warn!("{path}: cut a torn last line ({cut} bytes after offset {keep}); its records are delivered again");
+    shoal_sdk::warn!(
+        "{path}: cut a torn last line ({cut} bytes after offset {keep}); its records are delivered again"
+    );
     Ok(())
 }
 

@@ -30,13 +30,38 @@
 //! `probe <kind> <target>: denied: <error>`.
 //!
 //! Settings: `fail_initialize` = `retry` | `fatal` | `panic` makes `initialize` fail;
-//! `log_lifecycle` = `yes` logs `initialize` and `shutdown(<reason>)` through `log`.
+//! `log_lifecycle` = `yes` logs `initialize` and `shutdown(<reason>)` through `log`;
+//! `on_initialize` and `on_shutdown` make that call misbehave: `sleep:<ms>` (a WASI clock
+//! wait), `loop` (spin forever), or `append:<path>` (append one line naming the call and
+//! its reason to `<path>`, in a granted directory: proof that the call ran).
 
-use shoal_sdk::{Batch, CheckpointDirective, ProcessError, Processor, Settings, ShardInfo, ShutdownReason};
+use shoal_sdk::{
+    Batch, CheckpointDirective, ProcessError, Processor, Settings, ShardInfo, ShutdownReason,
+};
 
 struct Misbehave {
     hoard: Vec<Vec<u8>>,
     log_lifecycle: bool,
+    on_shutdown: Option<String>,
+}
+
+/// Misbehave in a lifecycle call as an `on_initialize` / `on_shutdown` setting says.
+fn lifecycle(action: &str, call: &str) {
+    if let Some(ms) = action.strip_prefix("sleep:") {
+        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+    } else if action == "loop" {
+        #[allow(clippy::empty_loop)]
+        loop {}
+    } else if let Some(path) = action.strip_prefix("append:") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{call}");
+        }
+    }
 }
 
 #[inline(never)]
@@ -51,10 +76,16 @@ fn recurse(depth: u64) -> u64 {
 
 fn probe(kind: &str, target: &str) -> ProcessError {
     let outcome = match kind {
-        "file" => std::fs::read_to_string(target).map(|s| s.chars().take(40).collect::<String>()).map_err(|e| e.to_string()),
-        "write" => std::fs::write(target, b"written by misbehave\n").map(|()| "created".to_string()).map_err(|e| e.to_string()),
+        "file" => std::fs::read_to_string(target)
+            .map(|s| s.chars().take(40).collect::<String>())
+            .map_err(|e| e.to_string()),
+        "write" => std::fs::write(target, b"written by misbehave\n")
+            .map(|()| "created".to_string())
+            .map_err(|e| e.to_string()),
         "env" => std::env::var(target).map_err(|e| e.to_string()),
-        "socket" => std::net::TcpStream::connect(target).map(|_| "connected".to_string()).map_err(|e| e.to_string()),
+        "socket" => std::net::TcpStream::connect(target)
+            .map(|_| "connected".to_string())
+            .map_err(|e| e.to_string()),
         "stall" => std::net::TcpStream::connect(target)
             .and_then(|mut stream| {
                 use std::io::Read;
@@ -78,15 +109,26 @@ fn probe(kind: &str, target: &str) -> ProcessError {
 impl Processor for Misbehave {
     fn initialize(_shard: &ShardInfo, settings: &Settings) -> Result<Self, ProcessError> {
         match settings.get("fail_initialize") {
-            Some("retry") => Err(ProcessError::Retry("initialize asked to fail (retry)".into())),
-            Some("fatal") => Err(ProcessError::Fatal("initialize asked to fail (fatal)".into())),
+            Some("retry") => Err(ProcessError::Retry(
+                "initialize asked to fail (retry)".into(),
+            )),
+            Some("fatal") => Err(ProcessError::Fatal(
+                "initialize asked to fail (fatal)".into(),
+            )),
             Some("panic") => panic!("initialize asked to panic"),
             _ => {
                 let log_lifecycle = settings.get("log_lifecycle") == Some("yes");
                 if log_lifecycle {
                     shoal_sdk::info!("initialize");
                 }
-                Ok(Misbehave { hoard: Vec::new(), log_lifecycle })
+                if let Some(action) = settings.get("on_initialize") {
+                    lifecycle(action, "initialize");
+                }
+                Ok(Misbehave {
+                    hoard: Vec::new(),
+                    log_lifecycle,
+                    on_shutdown: settings.get("on_shutdown").map(str::to_string),
+                })
             }
         }
     }
@@ -95,17 +137,28 @@ impl Processor for Misbehave {
         if self.log_lifecycle {
             shoal_sdk::info!("shutdown({reason:?})");
         }
+        if let Some(action) = &self.on_shutdown {
+            lifecycle(action, &format!("shutdown({reason:?})"));
+        }
     }
 
-    fn process(&mut self, _shard: &ShardInfo, batch: Batch) -> Result<CheckpointDirective, ProcessError> {
+    fn process(
+        &mut self,
+        _shard: &ShardInfo,
+        batch: Batch,
+    ) -> Result<CheckpointDirective, ProcessError> {
         let mut directive = CheckpointDirective::BatchEnd;
         for record in &batch.records {
-            let Ok(text) = std::str::from_utf8(&record.data) else { continue };
+            let Ok(text) = std::str::from_utf8(&record.data) else {
+                continue;
+            };
             if let Some(rest) = text.strip_prefix("probe:") {
                 let (kind, target) = rest.split_once(':').unwrap_or((rest, ""));
                 return Err(probe(kind, target));
             }
-            let Some(marker) = text.strip_prefix("misbehave:") else { continue };
+            let Some(marker) = text.strip_prefix("misbehave:") else {
+                continue;
+            };
             match marker {
                 "panic" => panic!("misbehave: panic marker at {}", record.sequence_number),
                 "loop" => loop {
@@ -124,15 +177,26 @@ impl Processor for Misbehave {
                     let v = unsafe { std::ptr::read_volatile(p) };
                     std::hint::black_box(v);
                 }
-                "retry" => return Err(ProcessError::Retry(format!("misbehave: retry marker at {}", record.sequence_number))),
-                "fatal" => return Err(ProcessError::Fatal(format!("misbehave: fatal marker at {}", record.sequence_number))),
+                "retry" => {
+                    return Err(ProcessError::Retry(format!(
+                        "misbehave: retry marker at {}",
+                        record.sequence_number
+                    )));
+                }
+                "fatal" => {
+                    return Err(ProcessError::Fatal(format!(
+                        "misbehave: fatal marker at {}",
+                        record.sequence_number
+                    )));
+                }
                 "none" => directive = CheckpointDirective::None,
                 "at" => directive = CheckpointDirective::At(record.position()),
                 "rewind" => directive = CheckpointDirective::Rewind(record.position()),
                 other => {
                     if let Some(ms) = other.strip_prefix("slow:") {
                         let ms: u64 = ms.parse().unwrap_or(0);
-                        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                        let until =
+                            std::time::Instant::now() + std::time::Duration::from_millis(ms);
                         while std::time::Instant::now() < until {
                             std::hint::black_box(&self.hoard);
                         }
@@ -142,7 +206,9 @@ impl Processor for Misbehave {
                         std::hint::black_box(&filled);
                     } else if let Some(ms) = other.strip_prefix("sleep:") {
                         // Waits in a WASI host call (a poll on a clock), not in wasm.
-                        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+                        std::thread::sleep(std::time::Duration::from_millis(
+                            ms.parse().unwrap_or(0),
+                        ));
                     } else if let Some(text) = other.strip_prefix("log:") {
                         shoal_sdk::info!("{text}");
                     } else if let Some(text) = other.strip_prefix("print:") {
