@@ -402,8 +402,10 @@ endpoint = "{dynamodb}""#,
                 .and_then(|s| s.to_str())
                 .expect("name")
                 .to_string();
-            if shard.starts_with("batches-") {
-                continue; // the archive plugin's per-worker batch log, not records
+            if shard.starts_with("batches-")
+                || path.extension().and_then(|e| e.to_str()) != Some("jsonl")
+            {
+                continue; // the archive plugin's batch and shutdown logs, not records
             }
             let text = std::fs::read_to_string(&path).expect("read archive");
             let records = complete_lines(&text)

@@ -138,3 +138,100 @@ fn a_failing_shard_end_under_block_is_delivered_again_and_never_ended() {
     assert!(!log.contains("dead-lettered"), "{log}");
     assert!(cluster.terminate("w1"), "a clean exit after SIGTERM");
 }
+
+/// The `shutdown` reasons the archive recorded for `shard`, in order.
+fn shutdowns(cluster: &Cluster, shard: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(cluster.path("archive/shutdowns.log")).unwrap_or_default();
+    complete_lines(&text)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a shutdown line is JSON"))
+        .filter(|v| v["shard"] == shard_id(shard))
+        .map(|v| v["reason"].as_str().expect("reason").to_string())
+        .collect()
+}
+
+/// A worker that takes a closed shard whose checkpoint is its last record has no batch
+/// to deliver and so no live instance: the guest is told `shutdown(shard-end)` anyway,
+/// on a fresh instance, before `SHARD_END` is written (as KCL always calls
+/// `shardEnded`).
+#[test]
+fn a_closed_shard_taken_at_its_last_record_still_tells_the_guest_shard_end() {
+    let mut cluster = Cluster::local(1, LEASE);
+    cluster.produce(0, 0, 50);
+    cluster.set_plugin(&plugin_path("archive"), "record_shutdowns = true\n");
+    cluster.start("w1");
+    cluster.wait_for("the last record", Duration::from_secs(60), |c| {
+        times_archived(c, 0, "0-49") > 0
+    });
+    assert!(cluster.terminate("w1"), "a clean exit after SIGTERM");
+    assert!(
+        matches!(parent_checkpoint(&cluster), Checkpoint::Sequence { .. }),
+        "checkpointed at the last record"
+    );
+    assert_eq!(shutdowns(&cluster, 0), ["requested"]);
+
+    std::fs::write(cluster.path(&format!("stream/{}.closed", shard_id(0))), "").expect("close");
+    cluster.start("w1");
+    cluster.wait_for("SHARD_END", Duration::from_secs(60), |c| {
+        parent_checkpoint(c) == Checkpoint::ShardEnd
+    });
+    assert_eq!(
+        shutdowns(&cluster, 0),
+        ["requested", "shard-end"],
+        "told before SHARD_END, with no batch delivered"
+    );
+    assert_eq!(
+        times_archived(&cluster, 0, "0-49"),
+        1,
+        "nothing delivered again"
+    );
+    assert!(cluster.terminate("w1"), "a clean exit after SIGTERM");
+}
+
+/// A trapping `shutdown(shard-end)` with nothing left to deliver again is retried on a
+/// fresh instance each time and follows the policy: under `block` the shard is never
+/// ended (no attempt succeeds), the child waits.
+#[test]
+fn a_trapping_shard_end_with_nothing_to_redeliver_follows_block() {
+    let mut cluster = Cluster::local(2, LEASE);
+    std::fs::write(
+        cluster.path(&format!("stream/{}.parents", shard_id(1))),
+        format!("{}\n", shard_id(0)),
+    )
+    .expect("parents");
+    cluster.produce(0, 0, 50);
+    cluster.produce(1, 0, 5);
+    std::fs::write(cluster.path(&format!("stream/{}.closed", shard_id(0))), "").expect("close");
+    cluster.set_plugin(
+        &plugin_path("archive"),
+        "record_shutdowns = true\ntrap_at_shard_end = true\n",
+    );
+    cluster.set_failure(
+        "max_attempts = 2\nbackoff_initial = \"10ms\"\nbackoff_max = \"50ms\"\npoison = \"block\"\n",
+    );
+    cluster.start("w1");
+    cluster.wait_for("four shard-end attempts", Duration::from_secs(60), |c| {
+        shutdowns(c, 0).iter().filter(|r| *r == "shard-end").count() >= 4
+    });
+    assert_ne!(
+        parent_checkpoint(&cluster),
+        Checkpoint::ShardEnd,
+        "no attempt succeeded, so no SHARD_END"
+    );
+    assert_eq!(
+        times_archived(&cluster, 0, "0-49"),
+        1,
+        "acknowledged records stay done"
+    );
+    assert_eq!(
+        times_archived(&cluster, 1, "1-0"),
+        0,
+        "the child waits for its parent"
+    );
+    let log = cluster.log("w1");
+    assert_eq!(
+        log.matches("policy `block`").count(),
+        1,
+        "the poisoned shard end is announced once:\n{log}"
+    );
+    assert!(cluster.terminate("w1"), "a clean exit after SIGTERM");
+}

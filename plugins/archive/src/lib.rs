@@ -16,7 +16,7 @@
 //! `rewind(<it>)` instead of `batch-end`. `trap_at_shard_end` (`true` for shard-end
 //! tests: `shutdown(shard-end)` traps, so the host must not checkpoint `SHARD_END`).
 //! `record_shutdowns` (`true`: every `shutdown` call appends `{"shard","reason"}` to
-//! `<dir>/shutdowns.jsonl` before anything else, so tests see which calls the guest got).
+//! `<dir>/shutdowns.log` before anything else, so tests see which calls the guest got).
 //! `shutdown_sleep_ms` (a processor that flushes in `shutdown`: sleep this long there,
 //! then, with `worker` set, log the call in the batch log like a batch, `"call":
 //! "shutdown(<reason>)"`, with `first` and `last` `"-"`, so the overlap checker covers
@@ -208,7 +208,7 @@ impl Processor for Archive {
         };
         if self.record_shutdowns {
             let line = serde_json::json!({"shard": shard.shard_id, "reason": reason_name});
-            let path = format!("{}/shutdowns.jsonl", self.dir);
+            let path = format!("{}/shutdowns.log", self.dir);
             if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(&path) {
                 let _ = writeln!(file, "{line}");
             }
