@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, assert_complete_in_order};
 use crate::emulators::{Emulators, Kinesis, exclusive};
 use crate::scenarios;
 
@@ -469,4 +469,82 @@ fn h_lease_items_have_kcl_2x_names_and_types_and_a_kcl_table_is_adopted() {
     });
     let table = key_schema.table().expect("table");
     assert_eq!(table.key_schema()[0].attribute_name(), "leaseKey");
+}
+
+/// A lease table shared with other tools holds items that are not shoal's leases (KCL
+/// 3.x marks its own with `entityType`) or that no reader can parse: each scan skips
+/// them, says so once per item, and never writes or deletes them; the consumer goes on.
+#[test]
+fn i_items_that_are_not_leases_are_skipped_and_left_as_they_are() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let _one_at_a_time = exclusive();
+    let mut c = on(Kinesis::Mock)(2);
+    c.produce(0, 0, 100);
+    c.produce(1, 0, 100);
+    c.start("w1");
+    c.wait_for("the first records", Duration::from_secs(120), |c| {
+        c.has_last_records(2, 100)
+    });
+    let foreign = [
+        vec![
+            ("leaseKey", V::S("worker-metrics-w9".into())),
+            ("entityType", V::S("WORKER_METRICS".into())),
+            ("leaseCounter", V::N("3".into())),
+        ],
+        vec![
+            ("leaseKey", V::S("shardId-broken".into())),
+            ("leaseCounter", V::S("seven".into())),
+            ("checkpoint", V::S("TRIM_HORIZON".into())),
+        ],
+        vec![("leaseKey", V::S("operator-note".into()))],
+    ];
+    let stream = c.stream();
+    stream.block_on(async {
+        for item in &foreign {
+            let mut put = stream.dynamodb.put_item().table_name(&stream.table);
+            for (name, value) in item {
+                put = put.item(*name, value.clone());
+            }
+            put.send().await.expect("PutItem");
+        }
+    });
+    c.produce(0, 100, 100);
+    c.produce(1, 100, 100);
+    c.wait_for(
+        "the records after the foreign items",
+        Duration::from_secs(120),
+        |c| c.has_last_records(2, 200),
+    );
+    let named = |c: &Cluster, key: &str| c.log("w1").matches(&format!("item={key}")).count();
+    c.wait_for("scans that skip the items", Duration::from_secs(60), |c| {
+        ["worker-metrics-w9", "shardId-broken", "operator-note"]
+            .iter()
+            .all(|k| named(c, k) > 0)
+    });
+    // A few more scans (one per second at this lease duration) must not say it again.
+    std::thread::sleep(LEASE);
+    assert!(c.terminate("w1"), "a clean exit\n{}", c.log("w1"));
+
+    let log = c.log("w1");
+    for key in ["worker-metrics-w9", "shardId-broken", "operator-note"] {
+        assert_eq!(
+            log.matches(&format!("item={key}")).count(),
+            1,
+            "{key}: said once, though every scan skips it:\n{log}"
+        );
+    }
+    let items = c.stream().lease_items();
+    for item in &foreign {
+        let key = &item[0].1;
+        let stored = items
+            .iter()
+            .find(|i| i.get("leaseKey") == Some(key))
+            .unwrap_or_else(|| panic!("{key:?} was deleted: {items:?}"));
+        let expected: std::collections::HashMap<String, V> = item
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect();
+        assert_eq!(stored, &expected, "left exactly as it was");
+    }
+    assert_complete_in_order(&c.archived(), 2, 200);
 }

@@ -25,6 +25,9 @@ pub enum Fault {
     /// Pass a streamed answer (SubscribeToShard) through for this long, then drop the
     /// connection mid-stream.
     Cut(Duration),
+    /// Forward the request, so the service applies it, then throw its answer away and
+    /// answer a 500: the caller cannot tell the write landed.
+    ApplyThenFail,
 }
 
 /// Counts of what was injected.
@@ -37,6 +40,7 @@ pub struct FaultCounts {
     pub delayed: AtomicU64,
     pub hung: AtomicU64,
     pub cut: AtomicU64,
+    pub applied_then_failed: AtomicU64,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -100,14 +104,15 @@ impl FaultProxy {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         format!(
-            "{} faultable requests: {} throttled, {} 5xx, {} dropped, {} delayed, {} hung, {} streams cut",
+            "{} faultable requests: {} throttled, {} 5xx, {} dropped, {} delayed, {} hung, {} streams cut, {} applied then failed",
             c.requests.load(Ordering::Relaxed),
             c.throttled.load(Ordering::Relaxed),
             c.server_errors.load(Ordering::Relaxed),
             c.dropped.load(Ordering::Relaxed),
             c.delayed.load(Ordering::Relaxed),
             c.hung.load(Ordering::Relaxed),
-            c.cut.load(Ordering::Relaxed)
+            c.cut.load(Ordering::Relaxed),
+            c.applied_then_failed.load(Ordering::Relaxed)
         )
     }
 }
@@ -201,6 +206,18 @@ fn serve(
                 Some(r) => r,
                 None => return,
             },
+            Fault::ApplyThenFail => {
+                if forward(upstream, &request).is_none() {
+                    return;
+                }
+                counts.applied_then_failed.fetch_add(1, Ordering::Relaxed);
+                error_response(
+                    500,
+                    "Internal Server Error",
+                    "InternalFailure",
+                    "injected server error after the request was applied",
+                )
+            }
             Fault::Throttle => {
                 counts.throttled.fetch_add(1, Ordering::Relaxed);
                 error_response(

@@ -1,10 +1,11 @@
 //! Lease safety while DynamoDB misbehaves: three `shoal run` processes share a stream
 //! whose lease table is reached through the fault proxy, which answers some requests
-//! late (longer than a third of the lease), never answers some, and fails others with
-//! 500s and throttling. The `archive` plugin logs every batch it writes with the worker,
-//! shard and wall-clock start and end; the checker proves from those logs that no two
-//! workers ever processed one shard at overlapping times, and from the archive that no
-//! record was lost.
+//! late (longer than a third of the lease), never answers some, fails others with 500s
+//! and throttling, and applies some writes but answers them with a 500. The `archive`
+//! plugin logs every batch it writes, and every `shutdown` call in which it flushes (300
+//! ms each), with the worker, shard and wall-clock start and end; the checker proves from
+//! those logs that no two workers ever ran a guest call for one shard at overlapping
+//! times, and from the archive that no record was lost.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,13 +21,16 @@ const STEPS: usize = 12;
 const PER_STEP: usize = 150;
 
 /// Per 100 lease-table requests: 2 answered after 1.5 s (half the lease: longer than
-/// the 1 s renewal period), 1 never answered, 2 with a 500, 2 throttled.
+/// the 1 s renewal period), 1 never answered, 2 with a 500, 2 throttled, and 3 applied
+/// by DynamoDB but answered with a 500 (a renewal or checkpoint that landed while its
+/// worker was told it failed).
 fn dynamodb_faults(n: u64) -> Fault {
     match n % 100 {
         3 | 41 => Fault::Delay(Duration::from_millis(1500)),
         17 => Fault::Hang,
         29 | 73 => Fault::ServerError,
         55 | 88 => Fault::Throttle,
+        11 | 47 | 94 => Fault::ApplyThenFail,
         _ => Fault::Forward,
     }
 }
@@ -158,7 +162,7 @@ fn no_two_workers_process_one_shard_at_once_while_dynamodb_is_slow_hung_and_fail
     for w in WORKERS {
         c.set_plugin(
             &crate::fixtures::plugin_path("archive"),
-            &format!("worker = \"{w}\""),
+            &format!("worker = \"{w}\"\nshutdown_sleep_ms = 300"),
         );
         c.start_with(w, "checkpoint_interval = \"500ms\"");
     }
@@ -189,8 +193,9 @@ fn no_two_workers_process_one_shard_at_once_while_dynamodb_is_slow_hung_and_fail
         .map(|w| c.log(w).matches("took lease").count())
         .sum();
     let found = overlaps(&spans);
+    let shutdown_spans: usize = spans.values().flatten().filter(|s| s.first == "-").count();
     eprintln!(
-        "lease faults: {} records over {SHARDS} shards, 0 lost, {duplicates} duplicates, {batches} batches by {} workers, {lease_changes} lease takes, overlaps {}; dynamodb faults [{}], {:.0} s",
+        "lease faults: {} records over {SHARDS} shards, 0 lost, {duplicates} duplicates, {batches} guest calls ({shutdown_spans} of them flushing shutdowns) by {} workers, {lease_changes} lease takes, overlaps {}; dynamodb faults [{}], {:.0} s",
         SHARDS * per_shard,
         workers_seen.len(),
         found.len(),
@@ -206,6 +211,19 @@ fn no_two_workers_process_one_shard_at_once_while_dynamodb_is_slow_hung_and_fail
                 > 0,
         "the faults were injected: {}",
         proxy.summary()
+    );
+    assert!(
+        proxy
+            .counts
+            .applied_then_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "writes were applied and answered with an error: {}",
+        proxy.summary()
+    );
+    assert!(
+        shutdown_spans >= SHARDS,
+        "the guest flushed in shutdown at least once per shard: {shutdown_spans}"
     );
     assert!(
         batches >= SHARDS * STEPS / 2,

@@ -210,7 +210,7 @@ impl Processor for Archive {
             let line = serde_json::json!({"shard": shard.shard_id, "reason": reason_name});
             let path = format!("{}/shutdowns.log", self.dir);
             if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(&path) {
-                let _ = writeln!(file, "{line}");
+                let _ = file.write_all(format!("{line}\n").as_bytes());
             }
         }
         let start_ms = now_ms();
@@ -227,7 +227,7 @@ impl Processor for Archive {
                     "last": "-",
                     "records": 0,
                 });
-                let _ = writeln!(log, "{line}");
+                let _ = log.write_all(format!("{line}\n").as_bytes());
             }
         }
         let _ = self.file.flush();
