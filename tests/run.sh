@@ -15,6 +15,9 @@ cd "$root"
 bash tests/build-plugins.sh
 
 echo "==> local AWS emulators"
+# Installed even when running emulators are reused: the soak test starts a DynamoDB Local
+# of its own from the install directory.
+bash tests/emulators.sh install
 stop_emulators=1
 if bash tests/emulators.sh status >/dev/null 2>&1; then
   # Somebody else's emulators are already answering: use them, leave them running.
