@@ -323,7 +323,7 @@ impl ShardProcessor {
         };
         let window = CancellationToken::new();
         let closing = window.clone();
-        let _closer = AbortOnDrop(tokio::spawn(async move {
+        let _closer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             tokio::time::sleep_until(until).await;
             closing.cancel();
         }));
@@ -754,15 +754,6 @@ fn abandoned_before_start() -> GuestTrap {
     crate::plugin::outcome::classify_trap(&wasmtime::Error::new(
         crate::plugin::outcome::CallAbandoned,
     ))
-}
-
-/// Aborts a helper task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Count a trap by kind (`shoal_guest_traps_total`).

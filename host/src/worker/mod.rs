@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::delivery::{CallGate, Disposition, ShardProcessor, backoff};
 use crate::lease::coordinator::HeldLease;
@@ -222,7 +223,7 @@ impl ShardWorker {
 
     /// A token cancelled by a lost lease or shutdown (it interrupts a batch waiting to be
     /// retried), and the guard that ends its watcher with the worker.
-    fn interrupt_on_loss_or_shutdown(&self) -> (CancellationToken, AbortOnDrop) {
+    fn interrupt_on_loss_or_shutdown(&self) -> (CancellationToken, AbortOnDropHandle<()>) {
         let interrupt = CancellationToken::new();
         let (lost, shutdown, handoff, cancel) = (
             self.held.lost().clone(),
@@ -238,7 +239,7 @@ impl ShardWorker {
             }
             cancel.cancel();
         });
-        (interrupt, AbortOnDrop(task))
+        (interrupt, AbortOnDropHandle::new(task))
     }
 
     /// Run one batch through the guest (with the processor's retries and poison policy)
@@ -486,13 +487,4 @@ impl CallGate for HeldLease {
 enum Applied {
     Continue,
     Rewind(Position),
-}
-
-/// Aborts a helper task when the worker returns.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
