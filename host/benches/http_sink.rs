@@ -44,7 +44,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use shoal::config::{EngineSettings, LimitSettings, SandboxSettings};
 use shoal::egress::{EgressGrants, HttpDecision, Scheme, parse_http};
-use shoal::plugin::bindings::{Batch, KinesisRecord, ShardInfo};
+use shoal::plugin::bindings::{Batch, FencingToken, KinesisRecord, ShardInfo};
 use shoal::plugin::{CallOutcome, InstanceConfig, PluginEngine, ProcessorInstance};
 
 /// Records per variant per round (at least).
@@ -265,6 +265,7 @@ fn guest_instance(engine: &PluginEngine, wasm: &Path, server: SocketAddr) -> Pro
             recycle_above_bytes: None,
             ..LimitSettings::default()
         },
+        fencing: FencingToken::unleased(),
     };
     let plugin = Arc::new(engine.load_file(wasm, 1).expect("load http_sink.wasm"));
     let mut instance = ProcessorInstance::new(engine, &plugin, &config).expect("instance");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal::config::{EngineSettings, LimitSettings, SandboxSettings};
-use shoal::plugin::bindings::{Batch, KinesisRecord, ShardInfo};
+use shoal::plugin::bindings::{Batch, FencingToken, KinesisRecord, ShardInfo};
 use shoal::plugin::{CallOutcome, InstanceConfig, PluginEngine, ProcessorInstance};
 
 const LANGS: [&str; 5] = ["rust", "c", "go", "python", "javascript"];
@@ -55,6 +55,7 @@ fn config() -> InstanceConfig {
             recycle_above_bytes: None,
             ..LimitSettings::default()
         },
+        fencing: FencingToken::unleased(),
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use shoal::config::{EngineSettings, FailurePolicy, LimitSettings, SandboxSettings};
 use shoal::delivery::{OnPoison, ShardProcessor};
-use shoal::plugin::bindings::{Batch, ShardInfo};
+use shoal::plugin::bindings::{Batch, FencingToken, ShardInfo};
 use shoal::plugin::reload::{ReloadOptions, spawn_reloader};
 use shoal::plugin::{CallOutcome, InstanceConfig, PluginEngine, ProcessorInstance};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +56,7 @@ fn config() -> InstanceConfig {
             recycle_above_bytes: None,
             ..LimitSettings::default()
         },
+        fencing: FencingToken::unleased(),
     }
 }
 

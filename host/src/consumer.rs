@@ -556,6 +556,7 @@ impl Scheduler {
                 },
                 sandbox: self.plugin.sandbox.clone(),
                 limits: self.plugin.limits,
+                fencing: held.fencing_token(),
             },
             &self.plugin.guest_settings,
             self.plugin.failure.clone(),

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::archive_format::InputLine;
 use crate::config::{self, FailurePolicy, PluginSettings, PoisonPolicy, Settings};
 use crate::delivery::{Disposition, Failure, OnPoison, ShardProcessor, now_ms};
-use crate::plugin::bindings::{Batch, KinesisRecord, ShardInfo, ShutdownReason};
+use crate::plugin::bindings::{Batch, FencingToken, KinesisRecord, ShardInfo, ShutdownReason};
 use crate::plugin::{InstanceConfig, PluginEngine};
 
 /// What to replay and how (also the `shoal replay` command line).
@@ -139,6 +139,7 @@ pub async fn run(
                     },
                     sandbox: plugin_settings.sandbox.clone(),
                     limits: plugin_settings.limits,
+                    fencing: FencingToken::unleased(),
                 },
                 &plugin_settings.guest_settings,
                 plugin_settings.failure.clone(),

@@ -344,6 +344,26 @@ endpoint = "{dynamodb}""#,
         child.wait().expect("wait");
     }
 
+    /// SIGSTOP a worker: the process freezes mid-whatever (a long GC pause, a VM
+    /// suspended) until `resume`.
+    pub fn pause(&mut self, worker: &str) {
+        self.signal(worker, "-STOP");
+    }
+
+    /// SIGCONT a worker `pause` froze.
+    pub fn resume(&mut self, worker: &str) {
+        self.signal(worker, "-CONT");
+    }
+
+    fn signal(&mut self, worker: &str, signal: &str) {
+        let pid = self.workers.get(worker).expect("worker").id().to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {worker} ({pid}) failed");
+    }
+
     /// SIGTERM a worker and wait for it to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self, worker: &str) -> bool {
         self.watchdog.step(format!("terminating {worker}"));

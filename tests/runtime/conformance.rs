@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use shoal::config::{DirGrant, DirMode, SandboxSettings};
 use shoal::delivery::{BatchReport, Disposition, Failure, OnPoison, ShardProcessor};
 use shoal::plugin::GuestError;
-use shoal::plugin::bindings::{CheckpointDirective, Position, ShutdownReason};
+use shoal::plugin::bindings::{CheckpointDirective, FencingToken, Position, ShutdownReason};
 use tokio_util::sync::CancellationToken;
 
 use crate::fixtures::*;
@@ -120,6 +120,13 @@ impl Subject {
     }
 }
 
+/// The lease token every subject's instances run under: an epoch past 2^32 (no
+/// truncation to 32 bits) and an owner that is not ASCII.
+static LEASE_TOKEN: std::sync::LazyLock<FencingToken> = std::sync::LazyLock::new(|| FencingToken {
+    epoch: (1 << 32) + 5,
+    owner: "conformance-wörker".into(),
+});
+
 /// Start a shard of `lang`'s processor with a granted directory and env var (so denials
 /// of the ungranted ones are meaningful) and the given settings.
 fn subject(
@@ -152,10 +159,12 @@ fn subject(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    let mut config = instance_config(&shard_id, sandbox, limits);
+    config.fencing = LEASE_TOKEN.clone();
     let shard = processor(
         &engine,
         plugin,
-        instance_config(&shard_id, sandbox, limits),
+        config,
         &settings,
         fast_failure(1),
         OnPoison::GiveUp,
@@ -262,6 +271,7 @@ async fn conformance(lang: &'static str) {
             "{'shoal_test':'env','name':'SHOAL_GRANTED'}",
             "{'shoal_test':'env','name':'HOME'}",
             "{'shoal_test':'env','name':'PATH'}",
+            "{'shoal_test':'lease-token'}",
         ])
         .await;
     assert_eq!(processed(&report), &CheckpointDirective::BatchEnd, "{lang}");
@@ -273,6 +283,13 @@ async fn conformance(lang: &'static str) {
     s.assert_logged(tracing::Level::INFO, "env SHOAL_GRANTED: set");
     s.assert_logged(tracing::Level::INFO, "env HOME: unset");
     s.assert_logged(tracing::Level::INFO, "env PATH: unset");
+    s.assert_logged(
+        tracing::Level::INFO,
+        &format!(
+            "lease-token epoch={} owner={}",
+            LEASE_TOKEN.epoch, LEASE_TOKEN.owner
+        ),
+    );
 
     // A language-level failure is a classified trap; the next batch runs on a fresh
     // instance (initialize again, the running total starts over).

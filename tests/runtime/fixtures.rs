@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shoal::config::{EngineSettings, FailurePolicy, LimitSettings, PoisonPolicy, SandboxSettings};
 use shoal::delivery::{CallGate, OnPoison, ShardProcessor};
-use shoal::plugin::bindings::{Batch, KinesisRecord, ShardInfo};
+use shoal::plugin::bindings::{Batch, FencingToken, KinesisRecord, ShardInfo};
 use shoal::plugin::{InstanceConfig, Plugin, PluginEngine};
 
 /// The repository root.
@@ -104,6 +104,7 @@ pub fn instance_config(
         },
         sandbox,
         limits,
+        fencing: FencingToken::unleased(),
     }
 }
 

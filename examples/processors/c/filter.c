@@ -22,6 +22,7 @@
  *
  * Build: examples/processors/c/build.sh (see README.md).
  */
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -223,6 +224,16 @@ static step run_test_command(const processor_kinesis_record_t *rec, const json_f
         const char *name = fields[F_NAME].value.kind == JSON_STRING ? fields[F_NAME].value.str : "";
         log_line(SHOAL_PROCESSOR_TYPES_LOG_LEVEL_INFO, "env %s: %s", name,
                  getenv(name) != NULL ? "set" : "unset");
+        return NEXT_RECORD;
+    }
+    if (is(cmd, "lease-token")) {
+        /* The fencing token of the lease this instance runs under; the host allocated
+           `owner` with our cabi_realloc (malloc), so it is ours to free. */
+        processor_fencing_token_t token;
+        processor_lease_token(&token);
+        log_line(SHOAL_PROCESSOR_TYPES_LOG_LEVEL_INFO, "lease-token epoch=%" PRIu64 " owner=%.*s",
+                 token.epoch, STR(token.owner));
+        processor_fencing_token_free(&token);
         return NEXT_RECORD;
     }
     log_line(SHOAL_PROCESSOR_TYPES_LOG_LEVEL_WARN, "unknown test command %s in record %.*s", cmd->str,

@@ -161,6 +161,43 @@ func Log(level LogLevel, message string) {
 	wasmImportLog(uint32(level), unsafe.Pointer(unsafe.StringData(message)), uint32(len(message)))
 }
 
+// ---- the `lease-token` import -----------------------------------------------------------
+
+// FencingToken is the WIT record `fencing-token`: which holding of the shard's lease an
+// instance's calls run under. Epoch grows with every later holder of the lease; a sink
+// that refuses epochs below the highest it has seen refuses a stale holder's writes.
+type FencingToken struct {
+	Epoch uint64
+	Owner string
+}
+
+// The world-level import `lease-token: func() -> fencing-token` returns three flat values
+// (u64, string ptr, string len), more than one, so its core function takes a pointer to a
+// return area the host fills: epoch u64@0, owner ptr@8 len@12 (size 16, align 8). The
+// host copies `owner` into a buffer it allocates through our cabi_realloc during the call.
+//
+//go:wasmimport $root lease-token
+//go:noescape
+func wasmImportLeaseToken(ret unsafe.Pointer)
+
+// leaseTokenArea is the return area: static data, because a goroutine stack may move
+// while the host runs our cabi_realloc.
+var leaseTokenArea [2]uint64
+
+// LeaseToken returns the fencing token of the lease this instance's calls run under.
+// Call it from inside an export only (Initialize, Process, Shutdown).
+func LeaseToken() FencingToken {
+	// The host calls cabi_realloc while the import runs, when the collector must be off,
+	// as whenever the host is in control (see gcOff).
+	gcOff()
+	wasmImportLeaseToken(unsafe.Pointer(&leaseTokenArea))
+	gcOn()
+	base := unsafe.Pointer(&leaseTokenArea)
+	token := FencingToken{Epoch: at[uint64](base, 0), Owner: loadStringAt(base, 8)}
+	hostAllocs = nil // the owner's buffer is copied: the GC may reclaim it
+	return token
+}
+
 // ---- the collector is on only inside exports -------------------------------------------
 
 // init runs in `_initialize`, when the host instantiates the component (imports allowed).

@@ -117,6 +117,9 @@ func testCommand(command string, rec *KinesisRecord, object map[string]json.RawM
 			verdict = "set"
 		}
 		Log(Info, fmt.Sprintf("env %s: %s", name, verdict))
+	case "lease-token":
+		token := LeaseToken()
+		Log(Info, fmt.Sprintf("lease-token epoch=%d owner=%s", token.Epoch, token.Owner))
 	default:
 		Log(Warn, fmt.Sprintf("unknown test command %s in record %s", command, rec.SequenceNumber))
 	}

@@ -15,8 +15,8 @@
 //   The thrown value's `payload` property is the `err` value (ProcessError
 //   below). Any other exception escaping an export is a trap: shoal discards
 //   the instance, builds a fresh one and retries the batch.
-// - The world's own import `log` is a global function; interface imports are
-//   ES modules named by their WIT name.
+// - The world's own imports are global functions in camelCase (`log`,
+//   `leaseToken`); interface imports are ES modules named by their WIT name.
 
 import { getEnvironment } from 'wasi:cli/environment@0.2.12';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
@@ -121,6 +121,11 @@ function testCommand(event, record) {
             const name = String(event.name);
             const set = getEnvironment().some(([key]) => key === name);
             log('info', `env ${name}: ${set ? 'set' : 'unset'}`);
+            return undefined;
+        }
+        case 'lease-token': {
+            const token = leaseToken(); // {epoch, owner}
+            log('info', `lease-token epoch=${token.epoch} owner=${token.owner}`);
             return undefined;
         }
         default:

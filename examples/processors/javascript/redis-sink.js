@@ -7,6 +7,12 @@
 // Delivery is at least once (a batch is delivered again after a crash before its
 // checkpoint); the sink turns that into effectively once.
 //
+// Fenced, as the Rust sink is: every write carries the instance's lease token (the
+// world's `leaseToken()` import, a global like `log`), and the same atomic step
+// refuses it if a later holder of the shard's lease has written (a higher epoch is
+// stored), so a holder that lost its lease while its writes were in flight (a paused
+// process, a slow network) cannot write after its successor.
+//
 // Settings (`[plugin.settings]`):
 // - `address` (required): Redis `host:port`, e.g. `127.0.0.1:6379` or `[::1]:6379`
 //   (grant the same in `[plugin.sandbox] tcp`).
@@ -14,7 +20,10 @@
 //
 // Keys: `<prefix>:<stream>:<shard>:<sequence>:<sub-sequence>` holds the record's
 // data; `<prefix>:<stream>:<shard>:delivered` lists the record keys in
-// first-delivery order. Each non-empty batch is pipelined: every command goes out,
+// first-delivery order; the hash `<prefix>:<stream>:<shard>:fence` holds the highest
+// `epoch` accepted and its `owner`, and counts the writes it `refused` (a refused
+// write is `retry`: the host stops this instance once it sees the lease lost). Each
+// non-empty batch is pipelined: every command goes out,
 // then every reply is read. A connection or I/O failure (refused or ungranted
 // connect, reset, closed, 10 s without progress) closes the connection and is
 // `retry` (the host backs off and delivers the batch again; the next attempt
@@ -41,12 +50,24 @@ import { createTcpSocket } from 'wasi:sockets/tcp-create-socket@0.2.12';
 import { poll } from 'wasi:io/poll@0.2.12';
 import { subscribeDuration } from 'wasi:clocks/monotonic-clock@0.2.12';
 
-/** Stores the record if its key is new, and then lists the key: one atomic step. */
-const STORE_ONCE =
-    "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then redis.call('RPUSH', KEYS[2], KEYS[1]) return 1 end return 0";
+/**
+ * One atomic step: refuse the write (-1) if the fence (KEYS[3]) holds a higher epoch
+ * than this writer's (ARGV[2]); else raise the fence to it, store the record (KEYS[1]
+ * = ARGV[1]) if its key is new and then list the key (KEYS[2]): 1 if stored, 0 if known.
+ */
+const STORE_FENCED =
+    "local held = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0') " +
+    "local epoch = tonumber(ARGV[2]) " +
+    "if epoch < held then redis.call('HINCRBY', KEYS[3], 'refused', 1) return -1 end " +
+    "if epoch > held then redis.call('HSET', KEYS[3], 'epoch', ARGV[2], 'owner', ARGV[3]) end " +
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then redis.call('RPUSH', KEYS[2], KEYS[1]) return 1 end " +
+    'return 0';
 
-/** The start of every command: `EVAL <script> 2`, as RESP (the script is ASCII). */
-const COMMAND_HEAD = `*6\r\n$4\r\nEVAL\r\n$${STORE_ONCE.length}\r\n${STORE_ONCE}\r\n$1\r\n2\r\n`;
+/** The start of every command: `EVAL <script> 3`, as RESP (the script is ASCII). */
+const COMMAND_HEAD = `*9\r\n$4\r\nEVAL\r\n$${STORE_FENCED.length}\r\n${STORE_FENCED}\r\n$1\r\n3\r\n`;
+
+/** What `readReply` returns for a write the fence refused. */
+const REFUSED = Symbol('refused');
 
 /** The longest any one connect, lookup, write or read step may wait (the Python sink's socket timeout). */
 const TIMEOUT_MS = 10_000;
@@ -76,6 +97,8 @@ let address = '';
 let host = '';
 let port = 0;
 let prefix = 'shoal';
+/** The lease holding this instance writes under: `{epoch, owner}` (`leaseToken()`). */
+let token = { epoch: 0, owner: '' };
 /** @type {Connection | null} */
 let connection = null;
 
@@ -99,6 +122,7 @@ export function initialize(shard, settings) {
     host = value.slice(0, colon).replace(/^\[|\]$/g, '');
     port = Number(portText);
     prefix = config.get('prefix') ?? 'shoal';
+    token = leaseToken();
     closeConnection(); // a re-initialized instance starts afresh
     log('info', `redis-sink ${shard.shardId}: delivering to redis at ${address}`);
 }
@@ -114,13 +138,21 @@ export function process(shard, batch) {
     }
     const base = `${prefix}:${shard.streamName}:${shard.shardId}`;
     const list = utf8Latin1(`${base}:delivered`);
+    const fence = utf8Latin1(`${base}:fence`);
+    const epoch = String(token.epoch);
+    const owner = utf8Latin1(token.owner);
+    const tail = `$${epoch.length}\r\n${epoch}\r\n$${owner.length}\r\n${owner}\r\n`;
     const out = new ByteWriter(records.length * 256);
     for (const r of records) {
         const key = utf8Latin1(`${base}:${r.sequenceNumber}:${r.subSequenceNumber}`);
-        // One RESP array of bulk strings: EVAL <script> 2 <key> <list> <data>.
-        out.text(`${COMMAND_HEAD}$${key.length}\r\n${key}\r\n$${list.length}\r\n${list}\r\n$${r.data.length}\r\n`);
+        // One RESP array of bulk strings:
+        // EVAL <script> 3 <key> <list> <fence> <data> <epoch> <owner>.
+        out.text(
+            `${COMMAND_HEAD}$${key.length}\r\n${key}\r\n$${list.length}\r\n${list}\r\n` +
+                `$${fence.length}\r\n${fence}\r\n$${r.data.length}\r\n`,
+        );
         out.bytes(r.data);
-        out.text('\r\n');
+        out.text(`\r\n${tail}`);
     }
     let errors;
     try {
@@ -137,6 +169,14 @@ export function process(shard, batch) {
         }
         closeConnection(); // it may be half-used: reconnect on the retry
         throw new ProcessError('retry', `redis at ${address}: ${e.message}`);
+    }
+    const refused = errors.filter((e) => e === REFUSED).length;
+    if (refused > 0) {
+        throw new ProcessError(
+            'retry',
+            `redis at ${address}: ${refused} writes refused as stale (lease epoch ${token.epoch} of ` +
+                `${token.owner}): a later holder of ${shard.shardId}'s lease has written`,
+        );
     }
     if (errors.length > 0) {
         throw new ProcessError('fatal', `redis at ${address} answered an error: ${errors[0]}`);
@@ -159,7 +199,10 @@ function closeConnection() {
 // ---------------------------------------------------------------------------
 // RESP replies (as far as this sink needs them).
 
-/** Read one reply; its error text if it is an error reply (or holds one), else null. */
+/**
+ * Read one reply: its error text if it is an error reply (or holds one), REFUSED for
+ * the fence's refusal (`:-1`), else null.
+ */
 function readReply(conn) {
     const line = conn.readLine();
     const kind = line.slice(0, 1);
@@ -167,8 +210,9 @@ function readReply(conn) {
     const bad = () => new IoError(`unexpected reply \`${line}\``);
     switch (kind) {
         case '+':
-        case ':':
             return null;
+        case ':':
+            return rest === '-1' ? REFUSED : null;
         case '-':
             return decodeUtf8Lossy(rest);
         case '$': {

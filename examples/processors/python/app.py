@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 
 from componentize_py_types import Err
-from wit_world import WitWorld as _World, log
+from wit_world import WitWorld as _World, lease_token, log
 from wit_world.imports.types import (
     Batch,
     CheckpointDirective,
@@ -166,6 +166,9 @@ def _test_command(command: str, obj: dict, record: KinesisRecord) -> CheckpointD
             name = _string(obj.get("name"))
             outcome = "set" if name in os.environ else "unset"
             log(LogLevel.INFO, f"env {name}: {outcome}")
+        case "lease-token":
+            token = lease_token()
+            log(LogLevel.INFO, f"lease-token epoch={token.epoch} owner={token.owner}")
         case _:
             log(LogLevel.WARN, f"unknown test command {command!r} in {record.sequence_number}")
     return None

@@ -6,15 +6,22 @@ stored key is appended to the shard's delivery list in the same atomic step (one
 Delivery is at least once (a batch is delivered again after a crash before its checkpoint);
 the sink turns that into effectively once.
 
+Fenced, as the Rust sink is: every write carries the instance's lease token (`lease_token()`),
+and the same atomic step refuses it if a later holder of the shard's lease has written (a
+higher epoch is stored), so a holder that lost its lease while its writes were in flight (a
+paused process, a slow network) cannot write after its successor.
+
 Settings (`[plugin.settings]`):
     address  required: Redis `host:port`, e.g. `127.0.0.1:6379`; grant the same in
              `[plugin.sandbox] tcp`
     prefix   the first part of every key (default `shoal`)
 
 Keys: `<prefix>:<stream>:<shard>:<sequence>:<sub-sequence>` holds the record's data;
-`<prefix>:<stream>:<shard>:delivered` lists the record keys in first-delivery order. A
-connection or I/O failure is `retry` (the host backs off and delivers the batch again, after
-a reconnect); a Redis error reply is `fatal`.
+`<prefix>:<stream>:<shard>:delivered` lists the record keys in first-delivery order; the hash
+`<prefix>:<stream>:<shard>:fence` holds the highest `epoch` accepted and its `owner`, and
+counts the writes it `refused`. A connection or I/O failure is `retry` (the host backs off and
+delivers the batch again, after a reconnect); a Redis error reply is `fatal`; a write the
+fence refused is `retry` (the host stops this instance once it sees the lease lost).
 
 Python's own `socket` module does the TCP: componentize-py's libc implements it over
 `wasi:sockets`, which shoal opens only towards `[plugin.sandbox] tcp` destinations. Built
@@ -29,7 +36,7 @@ import socket
 from typing import List, Optional, Tuple
 
 from componentize_py_types import Err
-from wit_world import WitWorld as _World, log
+from wit_world import WitWorld as _World, lease_token, log
 from wit_world.imports.types import (
     Batch,
     CheckpointDirective,
@@ -41,14 +48,24 @@ from wit_world.imports.types import (
     ShutdownReason,
 )
 
-# Stores the record if its key is new, and then lists the key: one atomic step.
-STORE_ONCE = (
+# One atomic step: refuse the write (-1) if the fence (KEYS[3]) holds a higher epoch than
+# this writer's (ARGV[2]); else raise the fence to it, store the record (KEYS[1] = ARGV[1]) if
+# its key is new and then list the key (KEYS[2]): 1 if stored, 0 if already known.
+STORE_FENCED = (
+    "local held = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0') "
+    "local epoch = tonumber(ARGV[2]) "
+    "if epoch < held then redis.call('HINCRBY', KEYS[3], 'refused', 1) return -1 end "
+    "if epoch > held then redis.call('HSET', KEYS[3], 'epoch', ARGV[2], 'owner', ARGV[3]) end "
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then "
     "redis.call('RPUSH', KEYS[2], KEYS[1]) return 1 end return 0"
 )
+# The reply of a write the fence refused.
+REFUSED = ":-1"
 
 _address: Tuple[str, int] = ("", 0)
 _prefix = "shoal"
+_epoch = b"0"
+_owner = b""
 _connection: Optional[socket.socket] = None
 _replies = b""
 
@@ -82,10 +99,13 @@ def _line(conn: socket.socket) -> bytes:
 
 
 def _reply(conn: socket.socket) -> Optional[str]:
-    """Read one reply; return its error text if it is an error reply."""
+    """Read one reply; return its error text if it is an error reply, `REFUSED` if the fence
+    refused the write."""
     line = _line(conn)
     if line.startswith(b"-"):
         return line[1:].decode("utf-8", "replace")
+    if line == REFUSED.encode():
+        return REFUSED
     if line.startswith(b"$") and int(line[1:]) >= 0:
         _line(conn)  # a bulk string's payload (short in this sink's replies)
     return None
@@ -95,7 +115,9 @@ class WitWorld(_World):
     """The exports of the `processor` world."""
 
     def initialize(self, shard: ShardInfo, settings: List[Tuple[str, str]]) -> None:
-        global _address, _prefix
+        global _address, _prefix, _epoch, _owner
+        token = lease_token()
+        _epoch, _owner = str(token.epoch).encode(), token.owner.encode()
         table = dict(settings)
         address = table.get("address")
         if not address or ":" not in address:
@@ -114,14 +136,18 @@ class WitWorld(_World):
             return CheckpointDirective_BatchEnd()
         base = f"{_prefix}:{shard.stream_name}:{shard.shard_id}"
         delivered = f"{base}:delivered".encode()
+        fence = f"{base}:fence".encode()
         commands = b"".join(
             _command(
                 b"EVAL",
-                STORE_ONCE.encode(),
-                b"2",
+                STORE_FENCED.encode(),
+                b"3",
                 f"{base}:{r.sequence_number}:{r.sub_sequence_number}".encode(),
                 delivered,
+                fence,
                 bytes(r.data),
+                _epoch,
+                _owner,
             )
             for r in batch.records
         )
@@ -135,6 +161,13 @@ class WitWorld(_World):
                 _connection.close()
             _connection = None
             raise Err(ProcessError_Retry(f"redis at {host}:{port}: {e}"))
+        refused = errors.count(REFUSED)
+        if refused:
+            raise Err(ProcessError_Retry(
+                f"redis at {host}:{port}: {refused} writes refused as stale (lease epoch "
+                f"{_epoch.decode()} of {_owner.decode()}): a later holder of {shard.shard_id}'s "
+                "lease has written"
+            ))
         if errors:
             raise Err(ProcessError_Fatal(f"redis at {host}:{port} answered an error: {errors[0]}"))
         return CheckpointDirective_BatchEnd()

@@ -496,6 +496,7 @@ impl LeaseCoordinator {
             lease = %taken.key,
             previous_owner = lease.owner.as_deref().unwrap_or("-"),
             checkpoint = %taken.checkpoint,
+            epoch = taken.counter,
             waits_ms = start_after.saturating_duration_since(sent_at).as_millis() as u64,
             "took lease"
         );
@@ -768,6 +769,52 @@ mod tests {
         let (summary, acquired) = w1.tick().await.expect("tick");
         assert_eq!(summary.taken, vec!["shardId-0".to_string()], "expired now");
         assert!(acquired[0].start_after() <= Instant::now());
+    }
+
+    /// The fencing token a holding gives its guest calls is the counter its take left,
+    /// and every later holding's is larger than any counter an earlier holder wrote
+    /// (renewals included), whether the lease expired or was released.
+    #[tokio::test(start_paused = true)]
+    async fn every_later_holding_of_a_lease_has_a_larger_fencing_epoch() {
+        let store = store_with(&["shardId-0"]).await;
+        // A peer takes the lease, renews it three times and dies.
+        let mut dead = store
+            .take(&get(&store, "shardId-0").await, "dead")
+            .await
+            .expect("a peer takes the lease");
+        for _ in 0..3 {
+            dead = store.renew(&dead).await.expect("the peer renews");
+        }
+        let mut last_written = dead.counter;
+        let mut epochs = vec![1];
+        for worker in ["w2", "w3"] {
+            let mut next = coordinator(&store, worker);
+            let mut taken = None;
+            for _ in 0..12 {
+                let (_, acquired) = next.tick().await.expect("tick");
+                if let Some(held) = acquired.into_iter().next() {
+                    taken = Some(held);
+                    break;
+                }
+                tokio::time::sleep(LEASE / 3).await;
+            }
+            let held = taken.unwrap_or_else(|| panic!("{worker} takes the lease"));
+            let token = held.fencing_token();
+            assert_eq!(token.owner, worker);
+            assert_eq!(token.epoch, get(&store, "shardId-0").await.counter);
+            assert!(
+                token.epoch > last_written,
+                "{worker}'s epoch {} after counters up to {last_written}",
+                token.epoch
+            );
+            epochs.push(token.epoch);
+            // It renews for a while (its keep-alive), then hands the lease back.
+            tokio::time::sleep(LEASE).await;
+            assert!(get(&store, "shardId-0").await.counter > token.epoch + 1);
+            held.release(store.as_ref()).await.expect("release");
+            last_written = get(&store, "shardId-0").await.counter;
+        }
+        assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{epochs:?}");
     }
 
     /// Renewals that fail (500s, throttling) keep the lease only until the fence

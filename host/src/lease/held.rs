@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Checkpoint, Lease, LeaseError, LeaseStore};
+use crate::plugin::bindings::FencingToken;
 use crate::telemetry::metrics::metrics;
 
 /// A lease this worker holds, shared by its keep-alive task (renewals, self-fencing) and
@@ -40,6 +41,8 @@ pub struct HeldLease {
     /// This worker's id, the owner every write is conditional on.
     owner: Option<String>,
     lease: tokio::sync::Mutex<Lease>,
+    /// The counter this worker's take left: the holding's fencing epoch.
+    taken_at_counter: u64,
     lost: CancellationToken,
     /// A peer asked for this lease: finish the batch, checkpoint, release.
     handoff: CancellationToken,
@@ -97,6 +100,7 @@ impl HeldLease {
         Self {
             key: lease.key.clone(),
             owner: lease.owner.clone(),
+            taken_at_counter: lease.counter,
             lease: tokio::sync::Mutex::new(lease),
             lost: CancellationToken::new(),
             handoff: CancellationToken::new(),
@@ -112,6 +116,17 @@ impl HeldLease {
     /// The shard id.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// This holding's fencing token: the counter the take left, and this worker. Every
+    /// later take of the lease leaves a larger counter (each write is conditional on the
+    /// counter and bumps it), so a sink that refuses epochs below the highest it has seen
+    /// refuses this holder's writes once a peer has taken the lease and written.
+    pub fn fencing_token(&self) -> FencingToken {
+        FencingToken {
+            epoch: self.taken_at_counter,
+            owner: self.owner.clone().unwrap_or_default(),
+        }
     }
 
     /// Cancelled the moment the lease is lost (or fenced): stop at once, do not checkpoint.

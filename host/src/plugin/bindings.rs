@@ -27,6 +27,23 @@ impl std::fmt::Display for CheckpointDirective {
     }
 }
 
+impl FencingToken {
+    /// The token of calls that run under no lease (`shoal replay`, benchmarks): epoch 0,
+    /// which every leased holding's token exceeds.
+    pub fn unleased() -> Self {
+        Self {
+            epoch: 0,
+            owner: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "epoch {} ({})", self.epoch, self.owner)
+    }
+}
+
 impl std::fmt::Display for ShutdownReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -1,6 +1,6 @@
 //! The per-instance store data: WASI context, resource table, limiter, host budget,
-//! outbound state, the guest's log, and the `log` import that shoal's world gives every
-//! processor.
+//! outbound state, the guest's log, and the two imports shoal's world gives every
+//! processor: `log` and `lease-token`.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::{LogLevel, ProcessorImports};
+use super::bindings::{FencingToken, LogLevel, ProcessorImports};
 use super::budget::{FIELDS_BYTES, HostBudget};
 use super::call_budget::CallBudget;
 use super::guest_log::{GuestLog, LogTags};
@@ -32,6 +32,8 @@ pub struct HostState {
     http: WasiHttpCtx,
     http_hooks: GuestHttp,
     log: Arc<GuestLog>,
+    /// The lease holding every call of this instance runs under.
+    fencing: FencingToken,
     /// The call in flight: ticks to its deadline, and what interrupts it.
     pub(crate) call_budget: CallBudget,
 }
@@ -45,6 +47,7 @@ impl HostState {
         outbound: Outbound,
         deadline: std::time::Duration,
         log: Arc<GuestLog>,
+        fencing: FencingToken,
     ) -> Self {
         let mut table = ResourceTable::new();
         budget.size_table(&mut table);
@@ -59,6 +62,7 @@ impl HostState {
             budget,
             outbound,
             log,
+            fencing,
             call_budget: CallBudget::default(),
         }
     }
@@ -113,6 +117,10 @@ impl WasiHttpView for HostState {
 impl super::bindings::shoal::processor::types::Host for HostState {}
 
 impl ProcessorImports for HostState {
+    fn lease_token(&mut self) -> FencingToken {
+        self.fencing.clone()
+    }
+
     fn log(&mut self, level: LogLevel, message: String) {
         if !self.log.admit() {
             return;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 
 use super::bindings::{
-    Batch, CheckpointDirective, ProcessError, Processor, ShardInfo, ShutdownReason,
+    Batch, CheckpointDirective, FencingToken, ProcessError, Processor, ShardInfo, ShutdownReason,
 };
 use super::call_budget::CallBudget;
 use super::engine::PluginEngine;
@@ -54,6 +54,8 @@ pub struct InstanceConfig {
     pub sandbox: SandboxSettings,
     /// Limits.
     pub limits: LimitSettings,
+    /// The lease holding the instance's calls run under (the guest's `lease-token`).
+    pub fencing: FencingToken,
 }
 
 /// Measurements of the last guest call.
@@ -147,7 +149,15 @@ impl ProcessorInstance {
         let budget = HostBudget::new(limits.host_memory_bytes, limits.descriptors);
         let mut store = Store::new(
             engine.engine(),
-            HostState::new(wasi, limiter, budget, outbound, limits.deadline, log),
+            HostState::new(
+                wasi,
+                limiter,
+                budget,
+                outbound,
+                limits.deadline,
+                log,
+                config.fencing.clone(),
+            ),
         );
         store.limiter(|state| &mut state.limiter);
         let deadline_ticks = engine.deadline_ticks(config.limits.deadline);

@@ -5,6 +5,11 @@
 //! Delivery is at least once (a batch is re-delivered after a crash before its
 //! checkpoint); the sink turns that into effectively once.
 //!
+//! Fenced: every write carries the instance's lease token (`shoal_sdk::lease_token`), and
+//! the same atomic step refuses it if a later holder of the shard's lease has written
+//! (a higher epoch is stored). A holder that lost its lease while its writes were in
+//! flight (a paused process, a slow network) thus cannot write after its successor.
+//!
 //! Settings (`[plugin.settings]`):
 //! - `address` (required): Redis `host:port`, e.g. `127.0.0.1:6379` (grant the same in
 //!   `plugin.sandbox.tcp`).
@@ -12,16 +17,26 @@
 //!
 //! Keys: `<prefix>:<stream>:<shard>:<sequence>:<sub-sequence>` holds the record's data;
 //! `<prefix>:<stream>:<shard>:delivered` is the list of record keys in first-delivery
-//! order. Replies: a connection or I/O failure is `retry` (the host backs off and
-//! delivers the batch again, after reconnecting); a Redis error reply is `fatal`.
+//! order; the hash `<prefix>:<stream>:<shard>:fence` holds the highest `epoch` accepted
+//! and its `owner`, and counts the writes it `refused`. Replies: a connection or I/O failure is `retry` (the host backs off and
+//! delivers the batch again, after reconnecting); a Redis error reply is `fatal`; a write
+//! refused by the fence is `retry` (the host stops this instance once it sees the lease
+//! lost, and the successor delivers the batch).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 
-use shoal_sdk::{Batch, CheckpointDirective, ProcessError, Processor, Settings, ShardInfo};
+use shoal_sdk::{Batch, CheckpointDirective, FencingToken, ProcessError, Processor, Settings, ShardInfo};
 
-/// Stores the record if its key is new, and then lists the key: one atomic step.
-const STORE_ONCE: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then redis.call('RPUSH', KEYS[2], KEYS[1]) return 1 end return 0";
+/// One atomic step: refuse the write (-1) if the fence (KEYS[3]) holds a higher epoch
+/// than this writer's (ARGV[2]); else raise the fence to it, store the record (KEYS[1] =
+/// ARGV[1]) if its key is new and then list the key (KEYS[2]): 1 if stored, 0 if known.
+const STORE_FENCED: &str = "local held = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0') \
+local epoch = tonumber(ARGV[2]) \
+if epoch < held then redis.call('HINCRBY', KEYS[3], 'refused', 1) return -1 end \
+if epoch > held then redis.call('HSET', KEYS[3], 'epoch', ARGV[2], 'owner', ARGV[3]) end \
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then redis.call('RPUSH', KEYS[2], KEYS[1]) return 1 end \
+return 0";
 
 struct RedisSink {
     address: String,
@@ -30,6 +45,8 @@ struct RedisSink {
     /// (WASI sockets cannot be duplicated, so there is no separate writer handle).
     connection: Option<BufReader<TcpStream>>,
     commands: Vec<u8>,
+    /// The lease holding this instance writes under.
+    token: FencingToken,
 }
 
 /// One RESP reply, as far as this sink needs it.
@@ -37,6 +54,7 @@ struct RedisSink {
 enum Reply {
     Ok,
     Error(String),
+    Integer(i64),
     Other,
 }
 
@@ -51,6 +69,7 @@ impl Processor for RedisSink {
             prefix: settings.get_or("prefix", "shoal").to_string(),
             connection: None,
             commands: Vec::with_capacity(64 * 1024),
+            token: shoal_sdk::lease_token(),
         })
     }
 
@@ -60,12 +79,24 @@ impl Processor for RedisSink {
         }
         let base = format!("{}:{}:{}", self.prefix, shard.stream_name, shard.shard_id);
         let list = format!("{base}:delivered");
+        let fence = format!("{base}:fence");
+        let epoch = self.token.epoch.to_string();
         self.commands.clear();
         for r in &batch.records {
             let key = format!("{base}:{}:{}", r.sequence_number, r.sub_sequence_number);
             encode(
                 &mut self.commands,
-                &[b"EVAL", STORE_ONCE.as_bytes(), b"2", key.as_bytes(), list.as_bytes(), &r.data],
+                &[
+                    b"EVAL",
+                    STORE_FENCED.as_bytes(),
+                    b"3",
+                    key.as_bytes(),
+                    list.as_bytes(),
+                    fence.as_bytes(),
+                    &r.data,
+                    epoch.as_bytes(),
+                    self.token.owner.as_bytes(),
+                ],
             );
         }
         // Pipelined: every command goes out, then every reply is read.
@@ -74,6 +105,13 @@ impl Processor for RedisSink {
             Ok(replies) => {
                 if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
                     return Err(ProcessError::Fatal(format!("redis at {} refused a write: {e}", self.address)));
+                }
+                let fenced = replies.iter().filter(|r| matches!(r, Reply::Integer(-1))).count();
+                if fenced > 0 {
+                    return Err(ProcessError::Retry(format!(
+                        "redis at {}: {fenced} writes refused as stale (lease epoch {} of {}): a later holder of {}'s lease has written",
+                        self.address, self.token.epoch, self.token.owner, shard.shard_id
+                    )));
                 }
                 Ok(CheckpointDirective::BatchEnd)
             }
@@ -126,7 +164,7 @@ fn read_reply(reader: &mut impl BufRead) -> std::io::Result<Reply> {
     match kind {
         "+" => Ok(Reply::Ok),
         "-" => Ok(Reply::Error(rest.to_string())),
-        ":" => Ok(Reply::Other),
+        ":" => rest.parse().map(Reply::Integer).map_err(|_| bad()),
         "$" => {
             let len: i64 = rest.parse().map_err(|_| bad())?;
             if len >= 0 {

@@ -38,8 +38,8 @@ pub mod bindings {
 }
 
 pub use bindings::{
-    Batch, CheckpointDirective, KinesisRecord, LogLevel, Position, ProcessError, ShardInfo,
-    ShutdownReason,
+    Batch, CheckpointDirective, FencingToken, KinesisRecord, LogLevel, Position, ProcessError,
+    ShardInfo, ShutdownReason,
 };
 
 /// A record processor: one value per shard instance.
@@ -93,6 +93,16 @@ impl Settings {
 /// Write a line to the host log at `level`.
 pub fn log(level: LogLevel, message: &str) {
     bindings::log(level, message);
+}
+
+/// The fencing token of the lease this instance's calls run under: the same for every
+/// call of one instance, larger for every later holder of the shard's lease. A sink
+/// that keeps the highest `epoch` it accepted per stream and shard, and refuses a
+/// lower one in the same atomic step as the write, refuses late writes from a holder
+/// that lost the lease (the `redis-sink` plugin does this). `epoch` is 0 when the
+/// calls run under no lease (`shoal replay`).
+pub fn lease_token() -> FencingToken {
+    bindings::lease_token()
 }
 
 /// Log at info level with `format!` syntax.

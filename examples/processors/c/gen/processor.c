@@ -8,6 +8,9 @@
 __attribute__((__import_module__("$root"), __import_name__("log")))
 extern void __wasm_import_processor_log(int32_t, uint8_t *, size_t);
 
+__attribute__((__import_module__("$root"), __import_name__("lease-token")))
+extern void __wasm_import_processor_lease_token(uint8_t *);
+
 // Exported Functions from `processor`
 
 __attribute__((__weak__, __export_name__("cabi_post_initialize")))
@@ -104,6 +107,10 @@ void shoal_processor_types_shard_info_free(shoal_processor_types_shard_info_t *p
   processor_string_free(&ptr->shard_id);
 }
 
+void shoal_processor_types_fencing_token_free(shoal_processor_types_fencing_token_t *ptr) {
+  processor_string_free(&ptr->owner);
+}
+
 void processor_option_string_free(processor_option_string_t *ptr) {
   if (ptr->is_some) {
     processor_string_free(&ptr->val);
@@ -174,6 +181,10 @@ void shoal_processor_types_process_error_free(shoal_processor_types_process_erro
 
 void processor_shard_info_free(processor_shard_info_t *ptr) {
   shoal_processor_types_shard_info_free(ptr);
+}
+
+void processor_fencing_token_free(processor_fencing_token_t *ptr) {
+  shoal_processor_types_fencing_token_free(ptr);
 }
 
 void processor_kinesis_record_free(processor_kinesis_record_t *ptr) {
@@ -256,6 +267,17 @@ void processor_string_free(processor_string_t *ret) {
 
 void processor_log(processor_log_level_t level, processor_string_t *message) {
   __wasm_import_processor_log((int32_t) level, (uint8_t *) (*message).ptr, (*message).len);
+}
+
+void processor_lease_token(processor_fencing_token_t *ret) {
+  __attribute__((__aligned__(8)))
+  uint8_t ret_area[(8+2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_processor_lease_token(ptr);
+  *ret = (shoal_processor_types_fencing_token_t) {
+    (uint64_t) (uint64_t) (*((int64_t*) (ptr + 0))),
+    (processor_string_t) (processor_string_t) { (uint8_t*)(*((uint8_t **) (ptr + 8))), (*((size_t*) (ptr + (8+1*sizeof(void*))))) },
+  };
 }
 
 __attribute__((__export_name__("initialize")))

@@ -23,6 +23,25 @@ typedef struct shoal_processor_types_shard_info_t {
   processor_string_t   shard_id;
 } shoal_processor_types_shard_info_t;
 
+// Which holding of a shard's lease an instance's calls run under: a fencing
+// token, as Chubby's sequencers and Kafka's producer epochs are. A sink that
+// remembers, per stream and shard, the highest `epoch` it has accepted, and
+// refuses a write with a lower one in the same atomic step as the write,
+// refuses every write from a holder that lost the lease: even one whose
+// request was delayed past the lease's end by the network or by a process
+// that was paused.
+typedef struct shoal_processor_types_fencing_token_t {
+  // The lease's counter (`leaseCounter`) as this worker's take of the lease
+  // left it. Every take moves a lease's counter past every value the holders
+  // before it wrote, so of two tokens for one shard the larger `epoch` is
+  // always the later holder. Epochs restart only if the lease table is
+  // deleted. 0 means the calls run under no lease (`shoal replay`).
+  uint64_t   epoch;
+  // The worker that took the lease (`leaseOwner`; empty under no lease).
+  // For logs and diagnosis: compare epochs, not owners.
+  processor_string_t   owner;
+} shoal_processor_types_fencing_token_t;
+
 typedef struct {
   bool is_some;
   processor_string_t val;
@@ -123,10 +142,16 @@ typedef uint8_t shoal_processor_types_shutdown_reason_t;
 
 // Every record of the shard has been processed: the shard was
 // closed by a split or a merge. The host checkpoints `SHARD_END`
-// after this call, and the child shards start.
+// after this call, and the child shards start. Always sent before
+// `SHARD_END` is written, on a fresh instance (after `initialize`)
+// if none is live; a trap here is retried like a failed batch.
 #define SHOAL_PROCESSOR_TYPES_SHUTDOWN_REASON_SHARD_END 0
-// Another worker took the lease. The host does not checkpoint
-// again; a processor must not assume its last batch was recorded.
+// Another worker took the lease (or this worker stopped renewing
+// it). The host does not checkpoint again; a processor must not
+// assume its last batch was recorded. Sent only while no other
+// worker can be processing the shard yet, and interrupted when that
+// time is up; otherwise the instance is dropped without any
+// `shutdown` call, so a processor must not rely on getting this one.
 #define SHOAL_PROCESSOR_TYPES_SHUTDOWN_REASON_LEASE_LOST 1
 // The host is shutting down (or handing the shard to a peer). The
 // in-flight batch has finished and been checkpointed.
@@ -142,6 +167,8 @@ typedef uint8_t shoal_processor_types_log_level_t;
 #define SHOAL_PROCESSOR_TYPES_LOG_LEVEL_ERROR 4
 
 typedef shoal_processor_types_shard_info_t processor_shard_info_t;
+
+typedef shoal_processor_types_fencing_token_t processor_fencing_token_t;
 
 typedef shoal_processor_types_kinesis_record_t processor_kinesis_record_t;
 
@@ -186,6 +213,10 @@ typedef struct {
 // Write a line to the host's structured log. The host adds the stream,
 // shard id and plugin generation. Lines over 64 KiB are truncated.
 extern void processor_log(processor_log_level_t level, processor_string_t *message);
+// The fencing token of the lease this instance's calls run under. The same
+// for every call of one instance: an instance never outlives the holding of
+// the lease it was built for (a new holding gets a new instance).
+extern void processor_lease_token(processor_fencing_token_t *ret);
 
 // Exported Functions from `processor`
 bool exports_processor_initialize(processor_shard_info_t *shard, processor_list_tuple2_string_string_t *settings, processor_process_error_t *err);
@@ -195,6 +226,8 @@ void exports_processor_shutdown(processor_shard_info_t *shard, processor_shutdow
 // Helper Functions
 
 void shoal_processor_types_shard_info_free(shoal_processor_types_shard_info_t *ptr);
+
+void shoal_processor_types_fencing_token_free(shoal_processor_types_fencing_token_t *ptr);
 
 void processor_option_string_free(processor_option_string_t *ptr);
 
@@ -213,6 +246,8 @@ void shoal_processor_types_checkpoint_directive_free(shoal_processor_types_check
 void shoal_processor_types_process_error_free(shoal_processor_types_process_error_t *ptr);
 
 void processor_shard_info_free(processor_shard_info_t *ptr);
+
+void processor_fencing_token_free(processor_fencing_token_t *ptr);
 
 void processor_kinesis_record_free(processor_kinesis_record_t *ptr);
 

@@ -42,6 +42,11 @@ impl Filter {
                 shoal_sdk::info!("env {name}: {verdict}");
                 Command::Continue
             }
+            "lease-token" => {
+                let token = shoal_sdk::lease_token();
+                shoal_sdk::info!("lease-token epoch={} owner={}", token.epoch, token.owner);
+                Command::Continue
+            }
             other => {
                 shoal_sdk::warn!("unknown test command {other:?}; ignored");
                 Command::Continue
