@@ -380,6 +380,7 @@ fn worker_settings(c: &ConsumerSettings) -> WorkerSettings {
         initial_position: start_position(&c.initial_position),
         backoff_initial: BACKOFF_INITIAL,
         backoff_max: BACKOFF_MAX,
+        stable_batches: c.stable_batches,
     }
 }
 
@@ -676,6 +677,14 @@ mod prepare {
             unreachable!()
         }
         async fn checkpoint(&self, _: &Lease, _: &Checkpoint) -> Result<Lease, LeaseError> {
+            unreachable!()
+        }
+        async fn prepare_batch(
+            &self,
+            _: &Lease,
+            _: &Checkpoint,
+            _: &crate::lease::BatchExtent,
+        ) -> Result<Lease, LeaseError> {
             unreachable!()
         }
         async fn release(&self, _: &Lease) -> Result<Lease, LeaseError> {

@@ -1,5 +1,5 @@
 //! A real HTTP/1.1 server on 127.0.0.1 for the outbound-HTTP tests, with modes: answer
-//! 200, answer 500, stall (accept, read the request, never answer) or redirect. It records
+//! 200 (at once or slowly), answer 500 or 503, stall (accept, read the request, never answer) or redirect. It records
 //! every request it read and what it answered, so tests see what reached it and what did
 //! not; it can be stopped (connections refused) and restarted on the same port.
 
@@ -15,7 +15,11 @@ use base64::Engine as _;
 #[derive(Debug, Clone)]
 pub enum Mode {
     Ok,
+    /// 200 after this long: a slow endpoint.
+    Slow(Duration),
     Fail,
+    /// 503 Service Unavailable.
+    Unavailable,
     Stall,
     Redirect(String),
 }
@@ -31,6 +35,31 @@ pub struct Received {
 }
 
 impl Received {
+    /// The records of the batch document `http-sink` posted in this request.
+    pub fn posted_records(&self) -> Vec<PostedRecord> {
+        let body: serde_json::Value =
+            serde_json::from_slice(&self.body).expect("a JSON batch document");
+        let shard_id = body["shard_id"].as_str().expect("shard_id").to_string();
+        let mut records = Vec::new();
+        for r in body["records"].as_array().expect("records") {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(r["data_base64"].as_str().expect("data_base64"))
+                .expect("base64");
+            records.push(PostedRecord {
+                shard_id: shard_id.clone(),
+                position: format!(
+                    "{}.{}",
+                    r["sequence_number"].as_str().expect("sequence_number"),
+                    r["sub_sequence_number"]
+                        .as_u64()
+                        .expect("sub_sequence_number")
+                ),
+                data: String::from_utf8(data).expect("utf-8 data"),
+            });
+        }
+        records
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -109,32 +138,11 @@ impl HttpServer {
     /// Every record of every batch the server accepted (answered 2xx), in arrival order,
     /// duplicates included.
     pub fn accepted_records(&self) -> Vec<PostedRecord> {
-        let mut records = Vec::new();
-        for request in self.received() {
-            if !(200..300).contains(&request.answered) {
-                continue;
-            }
-            let body: serde_json::Value =
-                serde_json::from_slice(&request.body).expect("a JSON batch document");
-            let shard_id = body["shard_id"].as_str().expect("shard_id").to_string();
-            for r in body["records"].as_array().expect("records") {
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(r["data_base64"].as_str().expect("data_base64"))
-                    .expect("base64");
-                records.push(PostedRecord {
-                    shard_id: shard_id.clone(),
-                    position: format!(
-                        "{}.{}",
-                        r["sequence_number"].as_str().expect("sequence_number"),
-                        r["sub_sequence_number"]
-                            .as_u64()
-                            .expect("sub_sequence_number")
-                    ),
-                    data: String::from_utf8(data).expect("utf-8 data"),
-                });
-            }
-        }
-        records
+        self.received()
+            .iter()
+            .filter(|request| (200..300).contains(&request.answered))
+            .flat_map(Received::posted_records)
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -174,8 +182,9 @@ fn serve(
         }
         let mode = mode.lock().unwrap_or_else(|p| p.into_inner()).clone();
         request.answered = match &mode {
-            Mode::Ok => 200,
+            Mode::Ok | Mode::Slow(_) => 200,
             Mode::Fail => 500,
+            Mode::Unavailable => 503,
             Mode::Redirect(_) => 307,
             Mode::Stall => 0,
         };
@@ -185,8 +194,15 @@ fn serve(
             .push(request);
         let response = match mode {
             Mode::Ok => "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_string(),
+            Mode::Slow(latency) => {
+                std::thread::sleep(latency);
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_string()
+            }
             Mode::Fail => {
                 "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\nfail".to_string()
+            }
+            Mode::Unavailable => {
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy".to_string()
             }
             Mode::Redirect(to) => {
                 format!(

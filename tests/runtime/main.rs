@@ -22,6 +22,7 @@ mod fencing;
 mod hostile;
 mod hot_swap;
 mod http;
+mod http_exactly_once;
 mod http_sinks;
 mod inspect;
 mod lease_faults;

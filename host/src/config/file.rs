@@ -64,6 +64,9 @@ pub struct ConsumerFile {
     pub checkpoint_interval: Option<Duration>,
     /// Deliver empty batches to the guest (default false).
     pub deliver_empty_batches: Option<bool>,
+    /// Record each batch's extent with the lease and re-deliver it with the same
+    /// boundaries after a crash or lease move (default false).
+    pub stable_batches: Option<Spanned<bool>>,
     /// `polling` (default) or `fan-out` (enhanced fan-out, Kinesis only).
     pub retrieval: Option<Spanned<String>>,
     /// The enhanced fan-out consumer's name (default: the application name).

@@ -373,6 +373,7 @@ impl Validator<'_> {
             None => defaults::READ_AHEAD_BYTES,
         };
         let leases = self.lease_store_settings(leases, &application)?;
+        let stable_batches = self.stable_batches(&c)?;
         Ok(ConsumerSettings {
             application,
             worker_id: c
@@ -394,6 +395,7 @@ impl Validator<'_> {
                 .unwrap_or(defaults::SHARD_SYNC_INTERVAL),
             checkpoint_interval: c.checkpoint_interval.unwrap_or_default(),
             deliver_empty_batches: c.deliver_empty_batches.unwrap_or(false),
+            stable_batches,
             retrieval,
             read_ahead_records: c
                 .read_ahead_records
@@ -404,6 +406,26 @@ impl Validator<'_> {
             source,
             leases,
         })
+    }
+
+    /// `consumer.stable_batches`: it writes the checkpoint with every batch's extent, so
+    /// coalescing checkpoints (`consumer.checkpoint_interval`) cannot apply.
+    fn stable_batches(&self, c: &file::ConsumerFile) -> Result<bool, ConfigError> {
+        let Some(stable) = &c.stable_batches else {
+            return Ok(false);
+        };
+        let interval = c.checkpoint_interval.unwrap_or_default();
+        if *stable.get_ref() && !interval.is_zero() {
+            return Err(self.error(
+                Some(stable.span()),
+                "consumer.stable_batches",
+                format!(
+                    "cannot be combined with consumer.checkpoint_interval ({}): stable batches write the checkpoint with each batch's extent, once per batch; remove checkpoint_interval",
+                    humantime::format_duration(interval)
+                ),
+            ));
+        }
+        Ok(*stable.get_ref())
     }
 
     /// `consumer.retrieval` and `consumer.consumer_name`: enhanced fan-out needs a
@@ -1205,6 +1227,34 @@ mod tests {
     /// A shutdown must be able to finish the batch in flight: a timeout no longer than
     /// the guest deadline is refused, naming whichever key the file sets.
     #[test]
+    fn stable_batches_are_off_by_default_and_refuse_a_checkpoint_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("c.toml");
+        let base = "[plugin]\npath = \"x.wasm\"\n[consumer]\napplication = \"app\"\n[source]\nkind = \"local\"\ndirectory = \"stream\"\n[leases]\nkind = \"sqlite\"\npath = \"l.db\"\n";
+        let consumer = |s: super::Settings| s.consumer.expect("a consumer section");
+        assert!(!consumer(parse(&cfg, base).expect("defaults")).stable_batches);
+        let stable = base.replace(
+            "application = \"app\"\n",
+            "application = \"app\"\nstable_batches = true\n",
+        );
+        assert!(consumer(parse(&cfg, &stable).expect("stable")).stable_batches);
+        let both = stable.replace(
+            "stable_batches = true\n",
+            "checkpoint_interval = \"5s\"\nstable_batches = true\n",
+        );
+        let err = parse(&cfg, &both).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(6), Some("consumer.stable_batches"))
+        );
+        assert!(
+            err.message
+                .contains("cannot be combined with consumer.checkpoint_interval (5s)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_shutdown_timeout_shorter_than_the_guest_deadline_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("c.toml");
@@ -1449,7 +1499,7 @@ mod golden {
             ),
             (
                 BASE.replace("[consumer]\n", "[consumer]\nshard_sink_interval = \"1s\"\n"),
-                "config error in /etc/shoal/orders.toml line 4 at key `consumer.shard_sink_interval`: unknown field `shard_sink_interval`, expected one of `application`, `worker_id`, `initial_position`, `initial_timestamp`, `max_records`, `idle_time_between_reads`, `lease_duration`, `max_leases_per_worker`, `shard_sync_interval`, `checkpoint_interval`, `deliver_empty_batches`, `retrieval`, `consumer_name`, `read_ahead_records`, `read_ahead_bytes`, `shutdown_timeout`; did you mean `shard_sync_interval`?",
+                "config error in /etc/shoal/orders.toml line 4 at key `consumer.shard_sink_interval`: unknown field `shard_sink_interval`, expected one of `application`, `worker_id`, `initial_position`, `initial_timestamp`, `max_records`, `idle_time_between_reads`, `lease_duration`, `max_leases_per_worker`, `shard_sync_interval`, `checkpoint_interval`, `deliver_empty_batches`, `stable_batches`, `retrieval`, `consumer_name`, `read_ahead_records`, `read_ahead_bytes`, `shutdown_timeout`; did you mean `shard_sync_interval`?",
             ),
             (
                 BASE.replace("[consumer]\n", "[consumer]\nlease_duration = \"500ms\"\n"),

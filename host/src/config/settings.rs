@@ -42,6 +42,8 @@ pub struct ConsumerSettings {
     pub checkpoint_interval: Duration,
     /// Deliver empty batches.
     pub deliver_empty_batches: bool,
+    /// Record batch extents with the lease; re-deliver with the same boundaries.
+    pub stable_batches: bool,
     /// How records are retrieved.
     pub retrieval: RetrievalSettings,
     /// Records read ahead of the guest per shard at most (0: none).

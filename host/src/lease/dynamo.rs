@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
     ReturnConsumedCapacity, ReturnValue, ScalarAttributeType, TableStatus,
 };
 
-use super::{Checkpoint, Lease, LeaseError, LeaseStore};
+use super::{BatchExtent, Checkpoint, Lease, LeaseError, LeaseStore};
 use crate::aws::{ErrorClass, Service, classify, classify_call, sdk_config};
 
 /// How long `prepare` waits for a new table to become ACTIVE.
@@ -31,6 +31,8 @@ const STARTING_HASH_KEY: &str = "startingHashKey";
 const ENDING_HASH_KEY: &str = "endingHashKey";
 /// shoal's own attribute for graceful hand-off requests (KCL ignores unknown attributes).
 const HANDOFF_TO: &str = "shoalHandoffTo";
+/// shoal's own attribute: the batch being delivered (`consumer.stable_batches`).
+const PENDING_BATCH: &str = "shoalPendingBatch";
 
 /// The owner a write on a held lease is conditional on; an unowned lease is not held.
 fn held_owner(lease: &Lease) -> Result<String, LeaseError> {
@@ -285,6 +287,7 @@ fn parse(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError> {
         CHILDREN,
         STARTING_HASH_KEY,
         ENDING_HASH_KEY,
+        PENDING_BATCH,
     ];
     let extra = item
         .iter()
@@ -305,6 +308,11 @@ fn parse(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError> {
         starting_hash_key: text(STARTING_HASH_KEY),
         ending_hash_key: text(ENDING_HASH_KEY),
         handoff_to: text(HANDOFF_TO),
+        pending_batch: text(PENDING_BATCH).and_then(|v| {
+            BatchExtent::from_attribute(&v)
+                .map_err(|e| tracing::warn!(lease = %key, "ignoring {PENDING_BATCH}: {e}"))
+                .ok()
+        }),
         extra,
         key,
     })
@@ -547,6 +555,37 @@ impl LeaseStore for DynamoLeaseStore {
         .await
     }
 
+    async fn prepare_batch(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+        extent: &BatchExtent,
+    ) -> Result<Lease, LeaseError> {
+        let owner = held_owner(lease)?;
+        let mut values = HashMap::from([
+            (":owner".to_string(), s(&owner)),
+            (":cp".to_string(), s(checkpoint.as_attribute())),
+            (":sub".to_string(), n(checkpoint.sub_sequence())),
+            (":pending".to_string(), s(&extent.as_attribute())),
+        ]);
+        // As a checkpoint write does, a checkpoint that moves resets the owner switches.
+        let update = if lease.checkpoint == *checkpoint {
+            "SET #cp = :cp, checkpointSubSequenceNumber = :sub, #pending = :pending, leaseCounter = :next"
+        } else {
+            values.insert(":zero".to_string(), n(0));
+            "SET #cp = :cp, checkpointSubSequenceNumber = :sub, #pending = :pending, ownerSwitchesSinceCheckpoint = :zero, leaseCounter = :next"
+        };
+        self.fenced_update(
+            "prepare_batch",
+            lease,
+            update,
+            "leaseOwner = :owner AND leaseCounter = :expected",
+            values,
+            &[("#cp", CHECKPOINT), ("#pending", PENDING_BATCH)],
+        )
+        .await
+    }
+
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let owner = held_owner(lease)?;
         self.fenced_update(
@@ -695,5 +734,24 @@ mod tests {
             let refused = lease_item(&item).expect_err("not a lease");
             assert!(refused.contains(why), "{item:?}: {refused}");
         }
+    }
+
+    #[test]
+    fn a_pending_batch_is_read_and_a_malformed_one_ignored_not_fatal() {
+        let with = |value: &str| {
+            lease_item(&item(&[
+                (KEY, s("shardId-0")),
+                (COUNTER, n(3)),
+                (PENDING_BATCH, s(value)),
+            ]))
+            .expect("a lease")
+        };
+        let lease = with("100/0 250/2");
+        assert_eq!(
+            lease.pending_batch.map(|e| e.as_attribute()).as_deref(),
+            Some("100/0 250/2")
+        );
+        assert!(lease.extra.is_empty(), "not kept as a foreign attribute");
+        assert_eq!(with("garbage").pending_batch, None);
     }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Checkpoint, Lease, LeaseError, LeaseStore};
+use super::{BatchExtent, Checkpoint, Lease, LeaseError, LeaseStore};
 use crate::plugin::bindings::FencingToken;
 use crate::telemetry::metrics::metrics;
 
@@ -76,6 +76,8 @@ pub(super) enum Loss {
 enum Write<'a> {
     Renew,
     Checkpoint(&'a Checkpoint),
+    /// A checkpoint and the extent of the batch about to be delivered.
+    Prepare(&'a Checkpoint, &'a BatchExtent),
     Release,
 }
 
@@ -86,6 +88,9 @@ impl Write<'_> {
         match self {
             Write::Renew | Write::Release => true,
             Write::Checkpoint(asked) => stored.checkpoint == **asked,
+            Write::Prepare(asked, extent) => {
+                stored.checkpoint == **asked && stored.pending_batch.as_ref() == Some(*extent)
+            }
         }
     }
 }
@@ -219,13 +224,30 @@ impl HeldLease {
         store: &dyn LeaseStore,
         checkpoint: &Checkpoint,
     ) -> Result<(), LeaseError> {
+        self.progress(store, Write::Checkpoint(checkpoint)).await
+    }
+
+    /// Before delivering a batch (`consumer.stable_batches`): write `checkpoint` and the
+    /// batch's extent in one write, fenced and settled as [`checkpoint`](Self::checkpoint)
+    /// is. `Ok` only once the store holds exactly both.
+    pub async fn prepare_batch(
+        &self,
+        store: &dyn LeaseStore,
+        checkpoint: &Checkpoint,
+        extent: &BatchExtent,
+    ) -> Result<(), LeaseError> {
+        self.progress(store, Write::Prepare(checkpoint, extent))
+            .await
+    }
+
+    async fn progress(&self, store: &dyn LeaseStore, write: Write<'_>) -> Result<(), LeaseError> {
         if !self.may_process() {
             return Err(LeaseError::Conflict {
                 key: self.key.clone(),
             });
         }
         let mut lease = self.lease.lock().await;
-        let write = self.write(store, &mut lease, Write::Checkpoint(checkpoint));
+        let write = self.write(store, &mut lease, write);
         let result = match tokio::time::timeout_at(self.fence_deadline(), write).await {
             Ok(result) => result,
             Err(_) => {
@@ -409,7 +431,7 @@ impl HeldLease {
         }
         let owner_after = match write {
             Write::Release => None,
-            Write::Renew | Write::Checkpoint(_) => self.owner.clone(),
+            Write::Renew | Write::Checkpoint(_) | Write::Prepare(..) => self.owner.clone(),
         };
         if stored.owner == owner_after && write.shows_in(&stored) {
             tracing::debug!(lease = %self.key, ?write, "a lease write whose answer was lost had landed");
@@ -468,6 +490,7 @@ async fn send(
     match write {
         Write::Renew => store.renew(lease).await,
         Write::Checkpoint(checkpoint) => store.checkpoint(lease, checkpoint).await,
+        Write::Prepare(checkpoint, extent) => store.prepare_batch(lease, checkpoint, extent).await,
         Write::Release => store.release(lease).await,
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{Checkpoint, Lease, LeaseError, LeaseStore};
+use super::{BatchExtent, Checkpoint, Lease, LeaseError, LeaseStore};
 
 /// How an operation behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,6 +193,30 @@ impl LeaseStore for MemoryLeaseStore {
                 |stored| {
                     stored.checkpoint = checkpoint.clone();
                     stored.owner_switches_since_checkpoint = 0;
+                },
+                true,
+            )
+        })
+        .await
+    }
+
+    async fn prepare_batch(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+        extent: &BatchExtent,
+    ) -> Result<Lease, LeaseError> {
+        // Faults for checkpoints apply: it is the same kind of write.
+        self.write(Operation::Checkpoint, || {
+            self.conditional(
+                &lease.key,
+                held_as(lease),
+                |stored| {
+                    if stored.checkpoint != *checkpoint {
+                        stored.owner_switches_since_checkpoint = 0;
+                    }
+                    stored.checkpoint = checkpoint.clone();
+                    stored.pending_batch = Some(extent.clone());
                 },
                 true,
             )

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Checkpoint, Lease, LeaseError, LeaseStore};
+use super::{BatchExtent, Checkpoint, Lease, LeaseError, LeaseStore};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::metrics;
 
@@ -78,6 +78,18 @@ impl LeaseStore for MeteredLeaseStore {
     ) -> Result<Lease, LeaseError> {
         self.measured("checkpoint", self.inner.checkpoint(lease, checkpoint))
             .await
+    }
+    async fn prepare_batch(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+        extent: &BatchExtent,
+    ) -> Result<Lease, LeaseError> {
+        self.measured(
+            "prepare_batch",
+            self.inner.prepare_batch(lease, checkpoint, extent),
+        )
+        .await
     }
     async fn release(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         self.measured("release", self.inner.release(lease)).await

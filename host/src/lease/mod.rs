@@ -16,7 +16,7 @@ pub mod metered;
 pub mod model;
 pub mod sqlite;
 
-pub use model::{Checkpoint, Lease, compare_sequence_numbers};
+pub use model::{BatchExtent, Checkpoint, Lease, compare_sequence_numbers};
 
 /// Why a lease operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +77,17 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// counter and resets `ownerSwitchesSinceCheckpoint`.
     async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint)
     -> Result<Lease, LeaseError>;
+
+    /// Before delivering a batch (`consumer.stable_batches`): record `checkpoint` (what was
+    /// processed before the batch; may be unchanged) and the batch's `extent`, in one write
+    /// fenced like [`checkpoint`](Self::checkpoint) (owner and counter must match; bumps
+    /// the counter; resets `ownerSwitchesSinceCheckpoint` when the checkpoint moves).
+    async fn prepare_batch(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+        extent: &BatchExtent,
+    ) -> Result<Lease, LeaseError>;
 
     /// Give up a held lease (owner removed) so a peer can take it at once: owner and
     /// counter must match; bumps the counter. A pending hand-off request stays, reserving

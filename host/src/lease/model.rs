@@ -113,6 +113,84 @@ impl fmt::Display for Checkpoint {
     }
 }
 
+/// The first and last record of the batch a holder is delivering (with
+/// `consumer.stable_batches`), written with the lease before the guest sees the batch, so
+/// that a worker delivering it again after a crash or a lease move cuts the same batch.
+/// Stored as one attribute (`shoalPendingBatch`): `<first>/<sub> <last>/<sub>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchExtent {
+    /// The first record's sequence number.
+    pub first_sequence: String,
+    /// Its sub-sequence number.
+    pub first_sub_sequence: u64,
+    /// The last record's sequence number.
+    pub last_sequence: String,
+    /// Its sub-sequence number.
+    pub last_sub_sequence: u64,
+}
+
+impl BatchExtent {
+    /// The stored attribute value.
+    pub fn as_attribute(&self) -> String {
+        format!(
+            "{}/{} {}/{}",
+            self.first_sequence,
+            self.first_sub_sequence,
+            self.last_sequence,
+            self.last_sub_sequence
+        )
+    }
+
+    /// Rebuild from the stored attribute.
+    pub fn from_attribute(value: &str) -> Result<Self, String> {
+        let bad = || format!("pending batch {value:?} is not `<sequence>/<sub> <sequence>/<sub>`");
+        let position = |text: &str| -> Result<(String, u64), String> {
+            let (sequence, sub) = text.split_once('/').ok_or_else(bad)?;
+            if sequence.is_empty() || !sequence.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            Ok((sequence.to_string(), sub.parse().map_err(|_| bad())?))
+        };
+        let (first, last) = value.split_once(' ').ok_or_else(bad)?;
+        let (first_sequence, first_sub_sequence) = position(first)?;
+        let (last_sequence, last_sub_sequence) = position(last)?;
+        Ok(Self {
+            first_sequence,
+            first_sub_sequence,
+            last_sequence,
+            last_sub_sequence,
+        })
+    }
+
+    /// Where a record lies against the extent: before its first record (`Less`), inside
+    /// it (`Equal`), or after its last (`Greater`).
+    pub fn locate(&self, sequence: &str, sub_sequence: u64) -> Ordering {
+        let at = |s: &str, u: u64| compare_sequence_numbers(sequence, s).then(sub_sequence.cmp(&u));
+        if at(&self.first_sequence, self.first_sub_sequence) == Ordering::Less {
+            Ordering::Less
+        } else if at(&self.last_sequence, self.last_sub_sequence) == Ordering::Greater {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
+    }
+
+    /// Whether `checkpoint` covers the whole extent (nothing of it is left to deliver).
+    pub fn is_covered_by(&self, checkpoint: &Checkpoint) -> bool {
+        let last = Checkpoint::Sequence {
+            sequence: self.last_sequence.clone(),
+            sub_sequence: self.last_sub_sequence,
+        };
+        checkpoint.is_behind(&last) || checkpoint == &last
+    }
+}
+
+impl fmt::Display for BatchExtent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_attribute())
+    }
+}
+
 /// One shard's lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -137,6 +215,9 @@ pub struct Lease {
     /// A worker asking the owner to hand this lease over gracefully (finish the batch,
     /// checkpoint, release). shoal's own attribute (`shoalHandoffTo`); KCL ignores it.
     pub handoff_to: Option<String>,
+    /// The batch being delivered when it was written (`consumer.stable_batches`): shoal's
+    /// own attribute (`shoalPendingBatch`); KCL ignores it.
+    pub pending_batch: Option<BatchExtent>,
     /// Attributes written by other tools, kept as they are (store-specific encoding).
     pub extra: BTreeMap<String, String>,
 }
@@ -155,6 +236,7 @@ impl Lease {
             starting_hash_key: None,
             ending_hash_key: None,
             handoff_to: None,
+            pending_batch: None,
             extra: BTreeMap::new(),
         }
     }
@@ -219,5 +301,49 @@ mod tests {
             );
         }
         assert!(Checkpoint::from_attributes("banana", 0).is_err());
+    }
+
+    fn extent() -> BatchExtent {
+        BatchExtent {
+            first_sequence: "100".into(),
+            first_sub_sequence: 2,
+            last_sequence: "205".into(),
+            last_sub_sequence: 0,
+        }
+    }
+
+    #[test]
+    fn batch_extents_round_trip_and_reject_what_is_not_one() {
+        let e = extent();
+        assert_eq!(e.as_attribute(), "100/2 205/0");
+        assert_eq!(BatchExtent::from_attribute(&e.as_attribute()), Ok(e));
+        for bad in [
+            "",
+            "100/2",
+            "100 205/0",
+            "100/x 205/0",
+            "a/1 205/0",
+            "100/2 205/",
+        ] {
+            assert!(BatchExtent::from_attribute(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn batch_extents_locate_records_and_know_when_a_checkpoint_covers_them() {
+        use Ordering::*;
+        let e = extent();
+        assert_eq!(e.locate("99", 7), Less);
+        assert_eq!(e.locate("100", 1), Less);
+        assert_eq!(e.locate("100", 2), Equal);
+        assert_eq!(e.locate("150", 0), Equal);
+        assert_eq!(e.locate("205", 0), Equal);
+        assert_eq!(e.locate("205", 1), Greater);
+        assert_eq!(e.locate("1000", 0), Greater);
+        assert!(e.is_covered_by(&seq("205", 0)));
+        assert!(e.is_covered_by(&seq("300", 0)));
+        assert!(e.is_covered_by(&Checkpoint::ShardEnd));
+        assert!(!e.is_covered_by(&seq("204", 9)));
+        assert!(!e.is_covered_by(&Checkpoint::TrimHorizon));
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Checkpoint, Lease, LeaseError, LeaseStore};
+use super::{BatchExtent, Checkpoint, Lease, LeaseError, LeaseStore};
 
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,7 +25,7 @@ pub struct SqliteLeaseStore {
 }
 
 const COLUMNS: &str = "lease_key, lease_owner, lease_counter, checkpoint, checkpoint_sub, owner_switches, \
-                       parent_shard_ids, child_shard_ids, starting_hash_key, ending_hash_key, extra, handoff_to";
+                       parent_shard_ids, child_shard_ids, starting_hash_key, ending_hash_key, extra, handoff_to, pending_batch";
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -143,6 +143,7 @@ fn row_to_lease(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Lease, Strin
     let parents: String = row.get(6)?;
     let children: String = row.get(7)?;
     let extra: String = row.get(10)?;
+    let pending_batch: Option<String> = row.get(12)?;
     let counter: i64 = row.get(2)?;
     let switches: i64 = row.get(5)?;
     Ok((|| {
@@ -161,6 +162,13 @@ fn row_to_lease(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Lease, Strin
             ending_hash_key: row.get(9).map_err(|e| e.to_string())?,
             extra: serde_json::from_str(&extra).map_err(|e| format!("lease {key}: extra: {e}"))?,
             handoff_to: row.get(11).map_err(|e| e.to_string())?,
+            pending_batch: pending_batch.as_deref().and_then(|v| {
+                BatchExtent::from_attribute(v)
+                    .map_err(
+                        |e| tracing::warn!(lease = %key, "ignoring the stored pending batch: {e}"),
+                    )
+                    .ok()
+            }),
             key: key.clone(),
         })
     })())
@@ -207,6 +215,23 @@ fn conditional(
     })
 }
 
+/// A database made before `pending_batch` existed gets the column (empty: no batch
+/// pending). Another process may add it at the same moment: that is success too.
+fn add_pending_batch_column(conn: &Connection) -> Result<(), LeaseError> {
+    let has_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('leases') WHERE name = 'pending_batch'")
+        .and_then(|mut stmt| stmt.exists([]))
+        .map_err(classify)?;
+    if has_column {
+        return Ok(());
+    }
+    match conn.execute("ALTER TABLE leases ADD COLUMN pending_batch TEXT", []) {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("duplicate column") => Ok(()),
+        Err(e) => Err(classify(e)),
+    }
+}
+
 fn counter(lease: &Lease) -> i64 {
     i64::try_from(lease.counter).unwrap_or(i64::MAX)
 }
@@ -235,10 +260,12 @@ impl LeaseStore for SqliteLeaseStore {
                     ending_hash_key TEXT,
                     extra TEXT NOT NULL DEFAULT '{}',
                     handoff_to TEXT,
+                    pending_batch TEXT,
                     PRIMARY KEY (application, lease_key)
                 )",
             )
-            .map_err(classify)
+            .map_err(classify)?;
+            add_pending_batch_column(conn)
         })
         .await?;
         // `synchronous` is per connection: the holder's writes are the checkpoints.
@@ -350,6 +377,31 @@ impl LeaseStore for SqliteLeaseStore {
                 "UPDATE leases SET lease_counter = lease_counter + 1, checkpoint = ?5, checkpoint_sub = ?6, owner_switches = 0
                  WHERE application = ?1 AND lease_key = ?2 AND lease_owner IS ?3 AND lease_counter = ?4",
                 &[&app, &key, &owner, &expected, &value, &sub],
+            )
+        })
+        .await
+    }
+
+    async fn prepare_batch(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+        extent: &BatchExtent,
+    ) -> Result<Lease, LeaseError> {
+        let (key, owner, expected) = (lease.key.clone(), lease.owner.clone(), counter(lease));
+        let value = checkpoint.as_attribute().to_string();
+        let sub = i64::try_from(checkpoint.sub_sequence()).unwrap_or(i64::MAX);
+        let extent = extent.as_attribute();
+        self.as_holder(move |conn, app| {
+            conditional(
+                conn,
+                app,
+                &key,
+                "UPDATE leases SET lease_counter = lease_counter + 1,
+                    owner_switches = CASE WHEN checkpoint = ?5 AND checkpoint_sub = ?6 THEN owner_switches ELSE 0 END,
+                    checkpoint = ?5, checkpoint_sub = ?6, pending_batch = ?7
+                 WHERE application = ?1 AND lease_key = ?2 AND lease_owner IS ?3 AND lease_counter = ?4",
+                &[&app, &key, &owner, &expected, &value, &sub, &extent],
             )
         })
         .await
@@ -470,6 +522,61 @@ mod tests {
                 .recv_timeout(Duration::from_secs(120))
                 .expect("every thread finishes: one that hangs here is a lock-order deadlock");
         }
+    }
+
+    /// The pending batch is written with the checkpoint, fenced, read back, kept by later
+    /// checkpoints; a database made before the column existed gets it on `prepare`.
+    #[tokio::test]
+    async fn a_pending_batch_is_stored_fenced_and_added_to_an_older_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // The table as it was before `pending_batch`, with a lease in it.
+            let conn = Connection::open(dir.path().join("leases.db")).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE leases (application TEXT NOT NULL, lease_key TEXT NOT NULL,
+                    lease_owner TEXT, lease_counter INTEGER NOT NULL, checkpoint TEXT NOT NULL,
+                    checkpoint_sub INTEGER NOT NULL DEFAULT 0, owner_switches INTEGER NOT NULL DEFAULT 0,
+                    parent_shard_ids TEXT NOT NULL DEFAULT '[]', child_shard_ids TEXT NOT NULL DEFAULT '[]',
+                    starting_hash_key TEXT, ending_hash_key TEXT, extra TEXT NOT NULL DEFAULT '{}',
+                    handoff_to TEXT, PRIMARY KEY (application, lease_key));
+                 INSERT INTO leases (application, lease_key, lease_counter, checkpoint)
+                    VALUES ('app', 'shardId-0', 0, 'TRIM_HORIZON');",
+            )
+            .expect("old schema");
+        }
+        let leases = store(dir.path(), "app").await;
+        let old = leases.get("shardId-0").await.expect("get").expect("kept");
+        assert_eq!(old.pending_batch, None);
+        let a = leases.take(&old, "worker-a").await.expect("take");
+        let extent = BatchExtent::from_attribute("10/0 19/3").expect("extent");
+        let a = leases
+            .prepare_batch(&a, &Checkpoint::TrimHorizon, &extent)
+            .await
+            .expect("prepare");
+        assert_eq!((a.pending_batch.as_ref(), a.counter), (Some(&extent), 2));
+        let seq = Checkpoint::Sequence {
+            sequence: "19".into(),
+            sub_sequence: 3,
+        };
+        let a = leases.checkpoint(&a, &seq).await.expect("checkpoint");
+        assert_eq!(
+            a.pending_batch.as_ref(),
+            Some(&extent),
+            "a checkpoint keeps it"
+        );
+        let b = leases.take(&a, "worker-b").await.expect("steal");
+        assert_eq!(
+            b.pending_batch.as_ref(),
+            Some(&extent),
+            "the next holder reads it"
+        );
+        assert!(matches!(
+            leases.prepare_batch(&a, &seq, &extent).await,
+            Err(LeaseError::Conflict { .. })
+        ));
+        // Reopened: the column is there, and `prepare` again is harmless.
+        let again = store(dir.path(), "app").await;
+        assert_eq!(again.get("shardId-0").await.expect("get"), Some(b.clone()));
     }
 
     #[tokio::test]

@@ -164,6 +164,12 @@ impl Retrieval {
     pub async fn next(&self) -> Arrival {
         self.queue.pop().await
     }
+
+    /// Whether the next arrival is ready now (`next` would not wait) and is a batch with
+    /// records.
+    pub fn has_records_next(&self) -> bool {
+        self.queue.has_records_next()
+    }
 }
 
 impl Drop for Retrieval {

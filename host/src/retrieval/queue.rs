@@ -120,6 +120,11 @@ impl ArrivalQueue {
         }
     }
 
+    /// Whether the next arrival is queued now and is a batch with records.
+    pub fn has_records_next(&self) -> bool {
+        matches!(self.lock().items.front(), Some(Arrival::Batch(b)) if !b.records.is_empty())
+    }
+
     /// Records and bytes queued now.
     pub fn queued(&self) -> (usize, usize) {
         let state = self.lock();

@@ -13,8 +13,10 @@
 
 pub mod checkpointer;
 mod shard_end;
+pub mod stable_batches;
 pub mod supervisor;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,13 +26,14 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::delivery::{CallGate, Disposition, ShardProcessor, backoff};
 use crate::lease::coordinator::HeldLease;
-use crate::lease::{Checkpoint, LeaseStore};
+use crate::lease::{Checkpoint, LeaseError, LeaseStore};
 use crate::plugin::bindings::{Batch, CheckpointDirective, Position, ShutdownReason};
 use crate::retrieval::resume::Resume;
 use crate::retrieval::{Arrival, Retrieval, Retriever};
 use crate::source::StartPosition;
 use crate::telemetry::metrics::ShardMetrics;
 use checkpointer::Checkpointer;
+use stable_batches::Regroup;
 
 /// How a shard worker behaves.
 #[derive(Debug, Clone)]
@@ -43,6 +46,9 @@ pub struct WorkerSettings {
     pub backoff_initial: Duration,
     /// Longest such back-off.
     pub backoff_max: Duration,
+    /// Record each batch's extent with the lease before delivering it, and re-deliver a
+    /// recorded batch with the same boundaries (`consumer.stable_batches`).
+    pub stable_batches: bool,
 }
 
 /// Why a worker stopped.
@@ -86,6 +92,32 @@ impl std::fmt::Debug for ShardWorker {
 enum Step<T> {
     Go(T),
     Stop(WorkerExit),
+}
+
+/// The batches a retrieval's arrivals make: reshaped (stable batches), queued when one
+/// arrival makes several, and the shard's end once those are delivered.
+struct Upcoming {
+    regroup: Regroup,
+    ready: VecDeque<Batch>,
+    ended: bool,
+}
+
+impl Upcoming {
+    fn new(regroup: Regroup) -> Self {
+        Self {
+            regroup,
+            ready: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// Whether a batch with records is ready now, here or in the retrieval's queue.
+    fn has_records_next(&self, retrieval: &Retrieval) -> bool {
+        match self.ready.front() {
+            Some(batch) => !batch.records.is_empty(),
+            None => !self.ended && retrieval.has_records_next(),
+        }
+    }
 }
 
 impl ShardWorker {
@@ -151,9 +183,20 @@ impl ShardWorker {
         tracing::info!(checkpoint = %lease.checkpoint, "shard worker starting");
         let mut resume =
             Resume::from_checkpoint(&lease.checkpoint, &self.settings.initial_position);
+        let mut regroup = if self.settings.stable_batches {
+            Regroup::new(lease.pending_batch.clone(), &lease.checkpoint)
+        } else {
+            Regroup::pass_through()
+        };
+        if let Some(extent) = regroup.target() {
+            tracing::info!(batch = %extent, "delivering the recorded batch again with the same boundaries");
+        }
         let mut shard_end_failures: u32 = 0;
         loop {
-            let exit = self.read_until_stopped(resume, &mut checkpointer).await;
+            let upcoming = Upcoming::new(std::mem::take(&mut regroup));
+            let exit = self
+                .read_until_stopped(resume, upcoming, &mut checkpointer)
+                .await;
             if exit != WorkerExit::ShardEnd {
                 return self.stop(exit, &mut checkpointer).await;
             }
@@ -173,27 +216,120 @@ impl ShardWorker {
     async fn read_until_stopped(
         &mut self,
         resume: Resume,
+        mut upcoming: Upcoming,
         checkpointer: &mut Checkpointer,
     ) -> WorkerExit {
         let mut retrieval = self.open(resume);
         let (interrupt, _interrupt_guard) = self.interrupt_on_loss_or_shutdown();
         loop {
-            let batch = match self.next(&retrieval).await {
-                Step::Go(batch) => batch,
+            let batch = match self.next_batch(&retrieval, &mut upcoming).await {
+                Step::Go(batch) => Arc::new(batch),
                 Step::Stop(exit) => return exit,
             };
+            if self.settings.stable_batches
+                && let Step::Stop(exit) = self.prepare(&batch, checkpointer).await
+            {
+                return exit;
+            }
             match self.deliver(&batch, &interrupt, checkpointer).await {
                 Step::Go(Applied::Continue) => {}
                 Step::Go(Applied::Rewind(to)) => {
                     // What was read ahead is dropped with the old retrieval.
                     retrieval = self.open(Resume::from_record(&to));
+                    upcoming = Upcoming::new(Regroup::pass_through());
                 }
                 Step::Stop(exit) => return exit,
             }
-            if let Step::Stop(exit) = self.flush_due(checkpointer).await {
+            let flushed = if self.settings.stable_batches {
+                self.flush_unless_carried(checkpointer, &upcoming, &retrieval)
+                    .await
+            } else {
+                self.flush_due(checkpointer).await
+            };
+            if let Step::Stop(exit) = flushed {
                 return exit;
             }
             self.processor.recycle_if_grown().await;
+        }
+    }
+
+    /// The next batch to deliver: one the last arrival made, or the next arrival's.
+    async fn next_batch(&self, retrieval: &Retrieval, upcoming: &mut Upcoming) -> Step<Batch> {
+        loop {
+            if let Some(batch) = upcoming.ready.pop_front() {
+                if self.held.lost().is_cancelled() {
+                    return Step::Stop(WorkerExit::LeaseLost);
+                }
+                if self.shutdown.is_cancelled() || self.held.handoff().is_cancelled() {
+                    return Step::Stop(WorkerExit::Shutdown);
+                }
+                return Step::Go(batch);
+            }
+            if upcoming.ended {
+                return Step::Stop(WorkerExit::ShardEnd);
+            }
+            match self.next(retrieval).await {
+                Step::Go(batch) => {
+                    let arrived = batch.records.len();
+                    let batches = upcoming.regroup.arrived(batch);
+                    upcoming.ready.extend(batches);
+                    if let Some(recut) = upcoming.regroup.take_recut() {
+                        tracing::info!(
+                            batch = %recut.extent, records = recut.records, arrived,
+                            reshaped = recut.reshaped,
+                            "cut the recorded batch again"
+                        );
+                    }
+                }
+                Step::Stop(WorkerExit::ShardEnd) => {
+                    upcoming.ended = true;
+                    upcoming.ready.extend(upcoming.regroup.flush());
+                }
+                Step::Stop(exit) => return Step::Stop(exit),
+            }
+        }
+    }
+
+    /// With stable batches: write the batch's extent, and what was processed before it,
+    /// with the lease before the guest sees the batch. One write per batch: the
+    /// checkpoint of the batch before rides along.
+    async fn prepare(&self, batch: &Batch, checkpointer: &mut Checkpointer) -> Step<()> {
+        let Some(extent) = stable_batches::extent_of(batch) else {
+            return Step::Go(());
+        };
+        let moves = checkpointer.pending().cloned();
+        let checkpoint = moves
+            .clone()
+            .unwrap_or_else(|| checkpointer.last_written().clone());
+        let (held, store) = (&self.held, self.store.as_ref());
+        let written = self
+            .retry_lease_write("batch extent", || {
+                held.prepare_batch(store, &checkpoint, &extent)
+            })
+            .await;
+        if let Step::Go(()) = written {
+            if moves.is_some() {
+                self.metrics.checkpoints.inc();
+            }
+            checkpointer.written(checkpoint, Instant::now());
+        }
+        written
+    }
+
+    /// With stable batches: write the pending checkpoint now unless the next batch is
+    /// ready, whose extent write will carry it.
+    async fn flush_unless_carried(
+        &self,
+        checkpointer: &mut Checkpointer,
+        upcoming: &Upcoming,
+        retrieval: &Retrieval,
+    ) -> Step<()> {
+        if upcoming.has_records_next(retrieval) {
+            return Step::Go(());
+        }
+        match checkpointer.pending().cloned() {
+            Some(pending) => self.write_checkpoint(checkpointer, pending).await,
+            None => Step::Go(()),
         }
     }
 
@@ -203,8 +339,9 @@ impl ShardWorker {
             .open(self.held.key(), resume, self.metrics.clone())
     }
 
-    /// The next batch, unless the lease is lost, shutdown begins or the shard ends.
-    async fn next(&self, retrieval: &Retrieval) -> Step<Arc<Batch>> {
+    /// The next arrival's batch, unless the lease is lost, shutdown begins or the shard
+    /// ends.
+    async fn next(&self, retrieval: &Retrieval) -> Step<Batch> {
         let arrival = tokio::select! {
             biased;
             _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
@@ -212,10 +349,10 @@ impl ShardWorker {
             arrival = retrieval.next() => arrival,
         };
         match arrival {
-            Arrival::Batch(batch) => Step::Go(Arc::new(Batch {
+            Arrival::Batch(batch) => Step::Go(Batch {
                 records: batch.records,
                 millis_behind_latest: batch.millis_behind_latest,
-            })),
+            }),
             Arrival::End => Step::Stop(WorkerExit::ShardEnd),
             Arrival::Failed(message) => Step::Stop(WorkerExit::Failed(message)),
         }
@@ -349,24 +486,38 @@ impl ShardWorker {
         checkpointer: &mut Checkpointer,
         checkpoint: Checkpoint,
     ) -> Step<()> {
+        let (held, store) = (&self.held, self.store.as_ref());
+        let written = self
+            .retry_lease_write("checkpoint", || held.checkpoint(store, &checkpoint))
+            .await;
+        if let Step::Go(()) = written {
+            self.metrics.checkpoints.inc();
+            checkpointer.written(checkpoint, Instant::now());
+        }
+        written
+    }
+
+    /// Send a fenced write of the held lease until it succeeds or the lease is lost,
+    /// backing off between attempts.
+    async fn retry_lease_write<F, W>(&self, what: &str, mut write: W) -> Step<()>
+    where
+        W: FnMut() -> F,
+        F: std::future::Future<Output = Result<(), LeaseError>>,
+    {
         let mut attempt = 0;
         loop {
-            match self.held.checkpoint(self.store.as_ref(), &checkpoint).await {
-                Ok(()) => {
-                    self.metrics.checkpoints.inc();
-                    checkpointer.written(checkpoint, Instant::now());
-                    return Step::Go(());
-                }
+            match write().await {
+                Ok(()) => return Step::Go(()),
                 Err(e) if self.held.lost().is_cancelled() => {
                     self.metrics.checkpoint_failures.inc();
-                    tracing::warn!("checkpoint refused, lease lost: {e}");
+                    tracing::warn!("{what} refused, lease lost: {e}");
                     return Step::Stop(WorkerExit::LeaseLost);
                 }
                 Err(e) => {
                     self.metrics.checkpoint_failures.inc();
                     attempt += 1;
                     let delay = self.backoff(attempt);
-                    tracing::warn!(attempt, "checkpoint write failed, retrying: {e}");
+                    tracing::warn!(attempt, "{what} write failed, retrying: {e}");
                     tokio::select! {
                         _ = self.held.lost().cancelled() => return Step::Stop(WorkerExit::LeaseLost),
                         _ = tokio::time::sleep(delay) => {}
