@@ -198,3 +198,104 @@ fn with_stable_batches_an_endpoint_keyed_by_batch_stores_every_record_once_acros
         "no re-delivered batch had come back from the reads in another shape ({recuts} cut again), so this run proved nothing"
     );
 }
+
+/// A worker's count of successful lease-store requests of `operation`.
+fn lease_writes(metrics: &str, operation: &str) -> u64 {
+    let label = format!("operation=\"{operation}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("shoal_lease_store_requests_total{"))
+        .filter(|l| l.contains(&label) && l.contains("outcome=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Requests the endpoint answered 200.
+fn answered(server: &HttpServer) -> u64 {
+    server
+        .received()
+        .iter()
+        .filter(|r| r.answered == 200)
+        .count() as u64
+}
+
+/// What stable batches cost in lease writes, on DynamoDB: exactly one extent write per
+/// batch, which carries the previous batch's checkpoint whenever the next batch comes
+/// within a second (always, while a backlog is read at 5 reads a second); a checkpoint is
+/// written on its own only when none does. Counted by the worker's own `/metrics` and the
+/// endpoint's requests, one shard, one worker; the figures at the tip are printed, not
+/// asserted (they depend on how records arrive).
+#[test]
+fn stable_batches_write_each_batch_extent_once_and_the_checkpoint_with_it_when_behind() {
+    let _one_at_a_time = exclusive();
+    let server = HttpServer::start(Mode::Ok);
+    let mut c = Cluster::aws(&Emulators::new(Kinesis::Mock), 1, LEASE);
+    c.set_plugin(
+        &plugin_path("http_sink"),
+        &format!("url = \"{}\"", server.url("/ingest")),
+    );
+    c.set_sandbox(&format!("http = [\"http://{}\"]", server.addr));
+    let address = crate::operate::free_address();
+    c.set_metrics(&address);
+    let scrape = || {
+        crate::operate::get(&address, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+
+    // Behind: 2,000 records waiting, read 100 at a time.
+    c.produce(0, 0, 2000);
+    c.start_with("w1", "stable_batches = true");
+    c.wait_for(
+        "the backlog at the endpoint",
+        Duration::from_secs(180),
+        |_| stored_total(&server) >= 2000,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (extents_behind, checkpoints_behind) = {
+        let m = scrape();
+        (
+            lease_writes(&m, "prepare_batch"),
+            lease_writes(&m, "checkpoint"),
+        )
+    };
+    let batches_behind = answered(&server);
+
+    // At the tip: 10 records at a time, each read as soon as it arrives.
+    let mut produced = 2000;
+    c.wait_for(
+        "the trickle at the endpoint",
+        Duration::from_secs(180),
+        |c| {
+            if produced < 3000 {
+                c.produce(0, produced, 10);
+                produced += 10;
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            produced == 3000 && stored_total(&server) >= 3000
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let m = scrape();
+    let extents_tip = lease_writes(&m, "prepare_batch") - extents_behind;
+    let checkpoints_tip = lease_writes(&m, "checkpoint") - checkpoints_behind;
+    let batches_tip = answered(&server) - batches_behind;
+    eprintln!(
+        "behind: {batches_behind} batches, {extents_behind} extent writes, {checkpoints_behind} checkpoint writes; \
+         at the tip: {batches_tip} batches, {extents_tip} extent writes, {checkpoints_tip} checkpoint writes"
+    );
+    assert!(
+        batches_behind >= 20 && batches_tip >= 50,
+        "too few batches to count"
+    );
+    assert_eq!(extents_behind, batches_behind, "one extent write per batch");
+    assert_eq!(extents_tip, batches_tip, "one extent write per batch");
+    assert!(
+        checkpoints_behind <= 2,
+        "behind, the checkpoint rides with the next extent: {checkpoints_behind} written alone for {batches_behind} batches"
+    );
+    assert!(
+        checkpoints_tip <= batches_tip,
+        "at most one checkpoint of its own per batch"
+    );
+}

@@ -16,7 +16,11 @@
 // (keys in the order the Rust processor's serde_json writes them, so both write the
 // same bytes); the header `idempotency-key: <stream>/<shard>/<first>-<last>` (positions
 // as `sequence.sub-sequence`) is the same on every retry of a batch, so an endpoint
-// that honours it stores each batch once. Outcomes: 2xx → `batch-end`; 5xx, a timeout
+// that honours it stores each batch once; with `consumer.stable_batches = true` in the
+// host's config also when the batch is delivered again after a crash or a lease move
+// (the host cuts it with the same first and last record), so each record is stored
+// once. Without it such a re-delivery may cut the records differently, under a new
+// key. Outcomes: 2xx → `batch-end`; 5xx, a timeout
 // or a failed connection → `retry`; 4xx, a refused destination, an invalid URL or too
 // many redirects → `fatal`.
 //

@@ -16,7 +16,11 @@ Settings (`[plugin.settings]`):
 The body: `{"stream", "shard_id", "first", "last", "records": [{"sequence_number",
 "sub_sequence_number", "partition_key", "approximate_arrival_ms", "data_base64"}]}`; the
 header `Idempotency-Key: <stream>/<shard>/<first>-<last>` (positions as
-`sequence.sub-sequence`) is the same on every retry of a batch. Outcomes: 2xx -> `batch-end`;
+`sequence.sub-sequence`) is the same on every retry of a batch, and, with
+`consumer.stable_batches = true` in the host's config, when the batch is delivered again after
+a crash or a lease move (the host cuts it with the same first and last record): then an
+endpoint that stores each key once stores each record once. Without that setting such a
+re-delivery may cut the records differently, under a new key. Outcomes: 2xx -> `batch-end`;
 5xx, a timeout or a failed connection -> `retry`; 4xx, a refused destination or too many
 redirects -> `fatal`.
 

@@ -94,6 +94,11 @@ enum Step<T> {
     Stop(WorkerExit),
 }
 
+/// With stable batches, how long a batch's checkpoint waits for the next batch, whose
+/// extent write then carries it (one lease write per batch instead of two). Longer than a
+/// paced read (5 per second) and the default idle read interval (500 ms).
+const CARRY_WAIT: Duration = Duration::from_secs(1);
+
 /// The batches a retrieval's arrivals make: reshaped (stable batches), queued when one
 /// arrival makes several, and the shard's end once those are delivered.
 struct Upcoming {
@@ -108,6 +113,32 @@ impl Upcoming {
             regroup,
             ready: VecDeque::new(),
             ended: false,
+        }
+    }
+
+    /// Queue what the retrieval gave (reshaped); the shard's end once what is gathered
+    /// is delivered. Any other stop is passed on.
+    fn take(&mut self, next: Step<Batch>) -> Step<()> {
+        match next {
+            Step::Go(batch) => {
+                let arrived = batch.records.len();
+                let batches = self.regroup.arrived(batch);
+                self.ready.extend(batches);
+                if let Some(recut) = self.regroup.take_recut() {
+                    tracing::info!(
+                        batch = %recut.extent, records = recut.records, arrived,
+                        reshaped = recut.reshaped,
+                        "cut the recorded batch again"
+                    );
+                }
+                Step::Go(())
+            }
+            Step::Stop(WorkerExit::ShardEnd) => {
+                self.ended = true;
+                self.ready.extend(self.regroup.flush());
+                Step::Go(())
+            }
+            Step::Stop(exit) => Step::Stop(exit),
         }
     }
 
@@ -241,7 +272,7 @@ impl ShardWorker {
                 Step::Stop(exit) => return exit,
             }
             let flushed = if self.settings.stable_batches {
-                self.flush_unless_carried(checkpointer, &upcoming, &retrieval)
+                self.flush_unless_carried(checkpointer, &mut upcoming, &retrieval)
                     .await
             } else {
                 self.flush_due(checkpointer).await
@@ -268,24 +299,8 @@ impl ShardWorker {
             if upcoming.ended {
                 return Step::Stop(WorkerExit::ShardEnd);
             }
-            match self.next(retrieval).await {
-                Step::Go(batch) => {
-                    let arrived = batch.records.len();
-                    let batches = upcoming.regroup.arrived(batch);
-                    upcoming.ready.extend(batches);
-                    if let Some(recut) = upcoming.regroup.take_recut() {
-                        tracing::info!(
-                            batch = %recut.extent, records = recut.records, arrived,
-                            reshaped = recut.reshaped,
-                            "cut the recorded batch again"
-                        );
-                    }
-                }
-                Step::Stop(WorkerExit::ShardEnd) => {
-                    upcoming.ended = true;
-                    upcoming.ready.extend(upcoming.regroup.flush());
-                }
-                Step::Stop(exit) => return Step::Stop(exit),
+            if let Step::Stop(exit) = upcoming.take(self.next(retrieval).await) {
+                return Step::Stop(exit);
             }
         }
     }
@@ -316,21 +331,32 @@ impl ShardWorker {
         written
     }
 
-    /// With stable batches: write the pending checkpoint now unless the next batch is
-    /// ready, whose extent write will carry it.
+    /// With stable batches: leave the pending checkpoint to the next batch's extent write
+    /// if that batch is ready, or arrives within [`CARRY_WAIT`]; else write it on its own.
     async fn flush_unless_carried(
         &self,
         checkpointer: &mut Checkpointer,
-        upcoming: &Upcoming,
+        upcoming: &mut Upcoming,
         retrieval: &Retrieval,
     ) -> Step<()> {
+        let Some(pending) = checkpointer.pending().cloned() else {
+            return Step::Go(());
+        };
         if upcoming.has_records_next(retrieval) {
             return Step::Go(());
         }
-        match checkpointer.pending().cloned() {
-            Some(pending) => self.write_checkpoint(checkpointer, pending).await,
-            None => Step::Go(()),
+        if upcoming.ready.is_empty()
+            && !upcoming.ended
+            && let Ok(next) = tokio::time::timeout(CARRY_WAIT, self.next(retrieval)).await
+        {
+            if let Step::Stop(exit) = upcoming.take(next) {
+                return Step::Stop(exit);
+            }
+            if upcoming.has_records_next(retrieval) {
+                return Step::Go(());
+            }
         }
+        self.write_checkpoint(checkpointer, pending).await
     }
 
     /// Start retrieving this shard's records from `resume`.

@@ -13,7 +13,11 @@
 //! "sub_sequence_number", "partition_key", "approximate_arrival_ms", "data_base64"}]}`; the
 //! header `Idempotency-Key: <stream>/<shard>/<first>-<last>` (positions as
 //! `sequence.sub-sequence`) is the same on every retry of a batch, so an endpoint that
-//! honours it stores each batch once. Outcomes: 2xx → `batch-end`; 5xx, a timeout or a
+//! honours it stores each batch once. With `consumer.stable_batches = true` in the host's
+//! config it is also the same when the batch is delivered again after a crash or a lease
+//! move (the host cuts the batch with the same first and last record), so the endpoint
+//! stores each *record* once; without it such a re-delivery may cut the records
+//! differently, under a new key. Outcomes: 2xx → `batch-end`; 5xx, a timeout or a
 //! failed connection → `retry`; 4xx, a refused destination or too many redirects → `fatal`.
 
 use std::time::Duration;
