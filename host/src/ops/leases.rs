@@ -49,6 +49,10 @@ pub struct LeaseRow {
     pub checkpoint_sub_sequence: u64,
     /// The fencing counter.
     pub counter: u64,
+    /// The batch being delivered, as recorded with `consumer.stable_batches`
+    /// (`<first>/<sub> <last>/<sub>`); absent when none is recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_batch: Option<String>,
     /// Parent shards.
     pub parents: Vec<String>,
     /// See [`LeaseState`].
@@ -129,6 +133,7 @@ pub fn rows(leases: &[Lease], observer: &Observer, now: Instant) -> Vec<LeaseRow
                 checkpoint,
                 checkpoint_sub_sequence: sub,
                 counter: lease.counter,
+                pending_batch: lease.pending_batch.as_ref().map(|e| e.as_attribute()),
                 parents: lease.parent_shard_ids.clone(),
                 state,
                 renewal_age_seconds: age.map(|(a, _)| (a.as_secs_f64() * 10.0).round() / 10.0),
@@ -345,6 +350,7 @@ mod tests {
             checkpoint: "LATEST".into(),
             checkpoint_sub_sequence: 0,
             counter: 1,
+            pending_batch: None,
             parents: vec![],
             state: LeaseState::Open,
             renewal_age_seconds: None,
