@@ -36,3 +36,4 @@ mod shard_end;
 mod sinks;
 mod soak;
 mod waits;
+mod worker_tasks;
