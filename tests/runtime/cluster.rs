@@ -29,6 +29,8 @@ pub struct Cluster {
     sandbox: String,
     /// `[plugin.failure]` lines (none: the defaults).
     failure: String,
+    /// `[plugin.limits]` lines (none: the defaults).
+    limits: String,
     /// `[metrics] address` of the workers started from now on.
     metrics: Option<String>,
     /// `consumer.retrieval` of the workers started from now on (none: the default).
@@ -72,6 +74,7 @@ impl Cluster {
             plugin_settings: String::new(),
             sandbox: String::new(),
             failure: String::new(),
+            limits: String::new(),
             metrics: None,
             retrieval: None,
             watchdog: Watchdog::arm(crate::watchdog::LIMIT),
@@ -101,6 +104,7 @@ impl Cluster {
             plugin_settings: String::new(),
             sandbox: String::new(),
             failure: String::new(),
+            limits: String::new(),
             metrics: None,
             retrieval: None,
             watchdog: Watchdog::arm(crate::watchdog::LIMIT),
@@ -121,6 +125,11 @@ impl Cluster {
     /// poison policy); a relative `dead_letter_dir` is under the cluster's directory.
     pub fn set_failure(&mut self, lines: &str) {
         self.failure = lines.to_string();
+    }
+
+    /// Workers started from now on use these `[plugin.limits]` lines.
+    pub fn set_limits(&mut self, lines: &str) {
+        self.limits = lines.to_string();
     }
 
     /// Workers started from now on serve `/metrics`, `/healthz` and `/readyz` on
@@ -232,6 +241,7 @@ dir = "/archive"
 dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
 {sandbox}
 {failure}
+{limits}
 {metrics}
 "#,
             lease = self.lease_duration.as_millis(),
@@ -251,6 +261,11 @@ dirs = [{{ host = "archive", guest = "/archive", mode = "read-write" }}]
                 String::new()
             } else {
                 format!("[plugin.failure]\n{}", self.failure)
+            },
+            limits = if self.limits.is_empty() {
+                String::new()
+            } else {
+                format!("[plugin.limits]\n{}", self.limits)
             },
             backend = self.backend_config(),
             retrieval = self

@@ -33,6 +33,7 @@ mod replay;
 mod sandbox;
 mod scenarios;
 mod shard_end;
+mod shutdown_timeout;
 mod sinks;
 mod soak;
 mod waits;
