@@ -618,6 +618,49 @@ mod tests {
         );
     }
 
+    /// A batch extent (stable batches) is settled like a checkpoint: confirmed by the
+    /// re-read only if both the checkpoint and the extent stored are the ones asked.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_extent_is_confirmed_by_a_reread_only_if_it_is_the_one_stored() {
+        let (store, held) = held_by_w1(Duration::ZERO).await;
+        let extent = |first: u64, last: u64| BatchExtent {
+            first_sequence: first.to_string(),
+            first_sub_sequence: 0,
+            last_sequence: last.to_string(),
+            last_sub_sequence: 0,
+        };
+        store.inject(Operation::Checkpoint, Fault::ApplyThenFail);
+        assert!(
+            held.prepare_batch(&store, &seq(5), &extent(6, 9))
+                .await
+                .is_err()
+        );
+        store.inject(Operation::Checkpoint, Fault::None);
+        let before = stored(&store).await.counter;
+        held.prepare_batch(&store, &seq(5), &extent(6, 9))
+            .await
+            .expect("the retry finds it stored");
+        assert_eq!(stored(&store).await.counter, before, "not written twice");
+
+        // Applied but unanswered, then a different extent: written on top of it.
+        store.inject(Operation::Checkpoint, Fault::ApplyThenFail);
+        assert!(
+            held.prepare_batch(&store, &seq(9), &extent(10, 12))
+                .await
+                .is_err()
+        );
+        store.inject(Operation::Checkpoint, Fault::None);
+        held.prepare_batch(&store, &seq(12), &extent(13, 20))
+            .await
+            .expect("written on top");
+        let now = stored(&store).await;
+        assert_eq!(
+            (now.checkpoint, now.pending_batch),
+            (seq(12), Some(extent(13, 20)))
+        );
+        assert!(!held.lost().is_cancelled());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_peers_take_after_an_unconfirmed_write_is_still_a_loss() {
         for fault in [Fault::ApplyThenFail, Fault::Fail] {
