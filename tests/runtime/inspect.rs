@@ -23,6 +23,15 @@ fn a_fitting_component_is_listed_and_accepted() {
 }
 
 #[test]
+fn a_component_that_reads_its_lease_token_fits() {
+    // The redis sink calls `lease-token` for its fence.
+    let (ok, text) = inspect("redis_sink");
+    assert!(ok, "{text}");
+    assert!(text.contains("✓ lease-token (function)"), "{text}");
+    assert!(text.contains("fits: shoal can run it"), "{text}");
+}
+
+#[test]
 fn a_component_of_another_world_version_is_explained() {
     let (ok, text) = inspect("wrong_world");
     assert!(!ok, "{text}");

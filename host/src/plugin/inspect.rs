@@ -144,6 +144,12 @@ fn import_note(name: &str, kind: &'static str) -> (String, Option<String>) {
     if name == "log" {
         return ("shoal's log function".into(), None);
     }
+    if name == "lease-token" {
+        return (
+            "shoal's lease token (the fencing token for sinks)".into(),
+            None,
+        );
+    }
     match split_name(name) {
         Some(("wasi", "http", "outgoing-handler" | "types", version))
             if version.is_empty() || version.starts_with("0.2") =>
@@ -202,7 +208,7 @@ fn import_note(name: &str, kind: &'static str) -> (String, Option<String>) {
             "not provided".into(),
             Some(format!(
                 "it imports {kind} `{name}`, which shoal does not provide; a processor may import only \
-                 `log` and WASI 0.2 interfaces"
+                 `log`, `lease-token` and WASI 0.2 interfaces"
             )),
         ),
     }
@@ -323,6 +329,7 @@ mod tests {
     #[test]
     fn imports_are_explained() {
         assert!(import_note("log", "function").1.is_none());
+        assert!(import_note("lease-token", "function").1.is_none());
         assert!(
             import_note("wasi:cli/environment@0.2.3", "instance")
                 .1
