@@ -382,12 +382,8 @@ endpoint = "{dynamodb}""#,
     /// SIGTERM a worker and wait for it to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self, worker: &str) -> bool {
         self.watchdog.step(format!("terminating {worker}"));
+        self.signal(worker, "-TERM");
         let mut child = self.workers.remove(worker).expect("worker");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {

@@ -141,14 +141,16 @@ fn sockets_note(interface: &str) -> &'static str {
 }
 
 fn import_note(name: &str, kind: &'static str) -> (String, Option<String>) {
-    if name == "log" {
-        return ("shoal's log function".into(), None);
-    }
-    if name == "lease-token" {
-        return (
-            "shoal's lease token (the fencing token for sinks)".into(),
-            None,
-        );
+    // The world's own imports.
+    match name {
+        "log" => return ("shoal's log function".into(), None),
+        "lease-token" => {
+            return (
+                "shoal's lease token (the fencing token for sinks)".into(),
+                None,
+            );
+        }
+        _ => {}
     }
     match split_name(name) {
         Some(("wasi", "http", "outgoing-handler" | "types", version))

@@ -312,10 +312,11 @@ impl ShardWorker {
         let Some(extent) = stable_batches::extent_of(batch) else {
             return Step::Go(());
         };
-        let moves = checkpointer.pending().cloned();
-        let checkpoint = moves
-            .clone()
-            .unwrap_or_else(|| checkpointer.last_written().clone());
+        let moves = checkpointer.pending().is_some();
+        let checkpoint = checkpointer
+            .pending()
+            .unwrap_or(checkpointer.last_written())
+            .clone();
         let (held, store) = (&self.held, self.store.as_ref());
         let written = self
             .retry_lease_write("batch extent", || {
@@ -323,7 +324,7 @@ impl ShardWorker {
             })
             .await;
         if let Step::Go(()) = written {
-            if moves.is_some() {
+            if moves {
                 self.metrics.checkpoints.inc();
             }
             checkpointer.written(checkpoint, Instant::now());
